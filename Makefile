@@ -1,0 +1,40 @@
+# Two entry points: `make demo` and `make test`. Both bootstrap .venv on a fresh machine.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH := torch==2.13.0
+STAMP := $(VENV)/.installed
+DATA ?= $(or $(WILDVOX_DATA),../shared/corpora/wildmix)
+
+.PHONY: demo test lint typecheck pytest venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt $(TORCH)
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/wildvox demo --data $(DATA)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy src
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(PY) bench/features.py --data $(DATA)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

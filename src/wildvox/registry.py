@@ -1,0 +1,75 @@
+"""Named component registries.
+
+Each kind of component (backbone, pooling, head, ...) has one :class:`Registry`. A component
+registers itself with a decorator and is later built by name from a recipe::
+
+    >>> from wildvox.registry import Registry
+    >>> TOYS = Registry("toy")
+    >>> @TOYS.register("box")
+    ... class Box:
+    ...     def __init__(self, size: int = 1) -> None:
+    ...         self.size = size
+    >>> TOYS.build("box", size=3).size
+    3
+    >>> TOYS.get("ball")
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown toy 'ball'; valid names: box"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from snake_case names to classes or factory functions."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator that registers ``obj`` under ``name``; a name can be registered once."""
+
+        def wrap(obj: Callable[..., T]) -> Callable[..., T]:
+            if name in self._items:
+                raise KeyError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = obj
+            return obj
+
+        return wrap
+
+    def get(self, name: str) -> Callable[..., T]:
+        """The component registered as ``name``; unknown names list the valid ones."""
+        try:
+            return self._items[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._items)) or "(none)"
+            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {valid}") from None
+
+    def build(self, name: str, /, **kwargs: Any) -> T:
+        """Instantiate the component ``name`` with keyword arguments."""
+        return self.get(name)(**kwargs)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+BACKBONES: Registry[Any] = Registry("backbone")
+POOLINGS: Registry[Any] = Registry("pooling")
+HEADS: Registry[Any] = Registry("head")
+FEATURES: Registry[Any] = Registry("feature extractor")
+AUGMENTS: Registry[Any] = Registry("augmentation")
