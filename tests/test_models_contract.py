@@ -1,0 +1,191 @@
+"""Contract tests for every registered backbone with a compatible pooling and head.
+
+Each backbone gets a tiny configuration below; a newly registered backbone must add one.
+Checked: shapes and ``output_lengths``; a padded batch equals each utterance alone; gradients
+reach every parameter; torch.export and ONNX (when installed) match eager; the published
+parameter counts; registry errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wildvox.models import Embedder, build_embedder, build_head
+from wildvox.registry import BACKBONES
+
+FEAT_DIM = 16
+EMBED_DIM = 8
+
+# Tiny configurations: backbone options, its intended pooling (+ options), head (+ options).
+TINY: dict[str, dict[str, Any]] = {
+    "resnet34_se": {
+        "backbone_args": {"base_channels": 4, "layers": [1, 1, 1, 1], "se_reduction": 2},
+        "pooling": "sap",
+        "pooling_args": {"attention_dim": 8},
+        "head": "sc_aam",
+        "head_args": {"subcenters": 2},
+    },
+    "se_resnet34": {
+        "backbone_args": {"base_channels": 4, "layers": [2, 1, 1, 1], "se_reduction": 2},
+        "pooling": "cas",
+        "pooling_args": {"attention_dim": 8, "global_context": True},
+        "head": "aam",
+        "head_args": {},
+    },
+}
+# Extra poolings run on the first backbone, so every pooling meets a real backbone once.
+EXTRA_POOLINGS = ["tap", "tstp", "asp", "mha"]
+
+
+def _embedder(name: str, pooling: str | None = None, seed: int = 0) -> Embedder:
+    cfg = TINY[name]
+    torch.manual_seed(seed)
+    return build_embedder(
+        feat_dim=FEAT_DIM,
+        backbone=name,
+        pooling=pooling or cfg["pooling"],
+        embed_dim=EMBED_DIM,
+        backbone_args=cfg["backbone_args"],
+        pooling_args=cfg["pooling_args"] if pooling is None else {},
+    )
+
+
+def _randomise_norms(model: torch.nn.Module) -> None:
+    """Give BatchNorm layers non-trivial running statistics so eval mode is a real test."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+
+
+CASES = [(name, None) for name in TINY] + [("resnet34_se", p) for p in EXTRA_POOLINGS]
+
+
+def test_every_registered_backbone_has_a_tiny_config() -> None:
+    missing = sorted(set(BACKBONES.names()) - set(TINY))
+    assert not missing, f"add tiny configs to TINY in tests/test_models_contract.py: {missing}"
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_backbone_shapes_and_output_lengths(name: str) -> None:
+    model = _embedder(name).eval()
+    backbone = model.backbone
+    for frames in (23, 40):
+        out = backbone(torch.randn(2, frames, FEAT_DIM))
+        assert out.dim() == 3 and out.shape[:2] == (2, backbone.out_channels)
+        assert int(backbone.output_lengths(torch.tensor([frames]))) == out.shape[2]
+    emb = model(torch.randn(1, 23, FEAT_DIM))
+    assert emb.shape == (1, EMBED_DIM) and model.embed_dim == EMBED_DIM
+
+
+@pytest.mark.parametrize(("name", "pooling"), CASES)
+def test_padded_batch_equals_unpadded(name: str, pooling: str | None) -> None:
+    model = _embedder(name, pooling).eval()
+    _randomise_norms(model)
+    lengths = torch.tensor([37, 22])
+    feats = torch.randn(2, 37, FEAT_DIM)
+    feats[1, 22:] = 5.0  # padding content must not leak into the valid frames
+    with torch.no_grad():
+        batched = model(feats, lengths)
+        alone = torch.cat([model(feats[i : i + 1, : int(n)]) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_gradients_reach_every_parameter(name: str) -> None:
+    cfg = TINY[name]
+    model = _embedder(name).train()
+    head = build_head(cfg["head"], EMBED_DIM, 3, margin=0.2, scale=10.0, args=cfg["head_args"])
+    feats = torch.randn(3, 29, FEAT_DIM)
+    lengths = torch.tensor([29, 20, 25])
+    labels = torch.tensor([0, 1, 2])
+    F.cross_entropy(head(model(feats, lengths), labels), labels).backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, pname
+    assert all(p.grad is not None for p in head.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_torch_export_matches_eager(name: str) -> None:
+    model = _embedder(name).eval()
+    _randomise_norms(model)
+    example = (torch.randn(2, 30, FEAT_DIM), torch.tensor([30, 17]))
+    exported = torch.export.export(
+        model, example, dynamic_shapes=({1: torch.export.Dim.AUTO}, None)
+    ).module()
+    feats, lengths = torch.randn(2, 45, FEAT_DIM), torch.tensor([45, 26])
+    with torch.no_grad():
+        expected = model(feats, lengths)
+    torch.testing.assert_close(exported(feats, lengths), expected, atol=1e-4, rtol=0)
+
+
+_HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+
+
+@pytest.mark.skipif(not _HAS_ONNX, reason="onnx and onnxruntime are not installed")
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_onnx_export_matches_eager(name: str, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    model = _embedder(name).eval()
+    _randomise_norms(model)
+    path = tmp_path / f"{name}.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(2, 30, FEAT_DIM), torch.tensor([30, 17])),
+        str(path),
+        input_names=["feats", "lengths"],
+        output_names=["embeddings"],
+        dynamic_axes={"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
+        dynamo=False,
+    )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feats, lengths = torch.randn(3, 41, FEAT_DIM), torch.tensor([41, 19, 33])
+    (onnx_out,) = session.run(None, {"feats": feats.numpy(), "lengths": lengths.numpy()})
+    with torch.no_grad():
+        expected = model(feats, lengths)
+    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=0)
+
+
+def _count(backbone: str, pooling: str, embed_dim: int, **backbone_args: Any) -> int:
+    with torch.device("meta"):
+        model = build_embedder(80, backbone, pooling, embed_dim, backbone_args=backbone_args)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_counts_match_published_sizes() -> None:
+    # "In the wild" ResNet34-SE (half width, SAP, 256-d): ~6.6 M, WeSpeaker's ResNet34 size.
+    assert _count("resnet34_se", "sap", 256) == pytest.approx(6.6e6, rel=0.03)
+
+
+def test_registry_errors_name_the_problem() -> None:
+    with pytest.raises(KeyError, match=r"valid names: .*resnet34_se"):
+        build_embedder(FEAT_DIM, "resnet99", "sap", EMBED_DIM)
+    with pytest.raises(KeyError, match="unknown pooling 'avg'"):
+        build_embedder(FEAT_DIM, "resnet34_se", "avg", EMBED_DIM)
+    with pytest.raises(TypeError, match="backbone 'resnet34_se' has no option 'base_channel'"):
+        build_embedder(FEAT_DIM, "resnet34_se", "sap", EMBED_DIM, {"base_channel": 8})
+    with pytest.raises(TypeError, match="pooling 'sap' has no option 'heads'"):
+        build_embedder(FEAT_DIM, "resnet34_se", "sap", EMBED_DIM, pooling_args={"heads": 2})
+    with pytest.raises(TypeError, match="feat_dim"):
+        build_embedder(FEAT_DIM, "resnet34_se", "sap", EMBED_DIM, {"feat_dim": 40})
+
+
+def test_embedder_rejects_bad_input() -> None:
+    model = _embedder("resnet34_se").eval()
+    with pytest.raises(ValueError, match=r"lengths must lie in \[1, 20\]"):
+        model(torch.randn(2, 20, FEAT_DIM), torch.tensor([20, 21]))
+    with pytest.raises(ValueError, match="lengths must be"):
+        model(torch.randn(2, 20, FEAT_DIM), torch.tensor([20]))
+    with pytest.raises(ValueError, match=f"\\(B, T, {FEAT_DIM}\\)"):
+        model(torch.randn(2, 20, FEAT_DIM + 1))
