@@ -32,7 +32,7 @@ from wildvox.augment import (
     speed_speaker_id,
 )
 from wildvox.augment.codec import encode_decode, mu_law
-from wildvox.augment.noise import measure_snr_db
+from wildvox.augment.noise import measure_snr_db, read_segment
 from wildvox.augment.offline import LIST_NAME
 from wildvox.augment.reverb import exponential_rir, reverberate
 from wildvox.registry import AUGMENTS
@@ -83,6 +83,8 @@ def musan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         # 8 kHz stereo and shorter than the input: exercises resampling, downmix and looping
         noise = 0.1 * rng.standard_normal((4000, 2)).astype(np.float32)
         sf.write(root / sub / f"{sub}.flac", noise, 8000)
+    long = 0.1 * rng.standard_normal(3 * SR).astype(np.float32)  # read as a random window
+    sf.write(root / "noise" / "long.wav", long, SR)
     return root
 
 
@@ -157,6 +159,18 @@ def test_noise_and_babble_snr_ranges(musan_dir: Path) -> None:
         out = Babble(sample)(speech, np.random.default_rng(seed))
         assert 3 <= len(calls) <= 7
         assert 14.9 <= measure_snr_db(speech, out - speech) <= 20.1
+
+
+def test_read_segment_is_a_window_of_the_file(tmp_path: Path) -> None:
+    ramp = np.linspace(-0.5, 0.5, 3 * SR).astype(np.float32)
+    path = tmp_path / "ramp.wav"
+    sf.write(path, ramp, SR, subtype="FLOAT")
+    seg = read_segment(path, 8000, np.random.default_rng(0))
+    start = int(np.argmin(np.abs(ramp - seg[0])))
+    assert seg.shape == (8000,) and start > 0
+    np.testing.assert_allclose(seg, ramp[start : start + 8000], atol=1e-6)
+    looped = read_segment(path, 4 * SR, np.random.default_rng(0))
+    assert looped.shape == (4 * SR,)
 
 
 def test_coloured_noise_spectral_slopes() -> None:

@@ -21,9 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from wildvox.audio.io import audio_info, load_audio
 from wildvox.registry import AUGMENTS
 
 log = logging.getLogger(__name__)
@@ -61,20 +60,31 @@ def check_range(value: tuple[float, float], name: str, low: float | None = None)
 
 
 def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Read an audio file as mono float32 at ``sample_rate`` Hz, shape ``(N,)``.
+    """Read a whole audio file as mono float32 at ``sample_rate`` Hz, shape ``(N,)``.
 
-    Multi-channel files are averaged to mono and resampled with soxr (high quality).
+    Uses :func:`wildvox.audio.io.load_audio` (channels averaged, soxr resampling); raises
+    :class:`wildvox.audio.io.AudioError` (a ValueError) naming the file when it is unusable.
     """
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise ValueError(f"cannot read audio file {path}: {err}") from err
-    if data.shape[0] == 0:
-        raise ValueError(f"audio file {path} has no samples")
-    wav = data.mean(axis=1, dtype=np.float32)
-    if rate != sample_rate:
-        wav = soxr.resample(wav, rate, sample_rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(wav)
+    return load_audio(path, sample_rate=sample_rate, min_duration=0.0)
+
+
+def read_segment(
+    path: str | Path, length: int, rng: np.random.Generator, sample_rate: int = 16000
+) -> np.ndarray:
+    """A random ``length``-sample window of an audio file, looped when the file is shorter.
+
+    Only the window is decoded from long files (noise and music recordings run for minutes).
+    Returns float32, shape ``(length,)``.
+    """
+    seconds = length / sample_rate
+    info = audio_info(path)
+    if info.duration <= seconds + 0.01:
+        return crop_or_loop(read_audio(path, sample_rate), length, rng)
+    offset = float(rng.uniform(0.0, info.duration - seconds - 0.01))
+    wav = load_audio(
+        path, sample_rate=sample_rate, offset=offset, duration=seconds + 0.005, min_duration=0.0
+    )
+    return crop_or_loop(wav, length, rng)
 
 
 def list_audio_files(directory: str | Path) -> list[Path]:
@@ -206,7 +216,7 @@ class Noise:
             colour = COLOURS[int(rng.integers(0, len(COLOURS)))]
             return coloured_noise(length, colour, rng)
         path = files[int(rng.integers(0, len(files)))]
-        return crop_or_loop(read_audio(path, self.sample_rate), length, rng)
+        return read_segment(path, length, rng, self.sample_rate)
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Add noise to ``wav`` (shape ``(N,)``); same shape and dtype."""
@@ -242,28 +252,37 @@ class Babble:
         self.num_speakers = num_speakers
         self.sample_rate = sample_rate
 
-    def _talkers(self, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+    def _talkers(self, count: int, length: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """``count`` talker waveforms of ``length`` samples (cropped or looped)."""
         pool = self.pool
         if callable(pool):
-            talkers: list[np.ndarray] = []
-            while len(talkers) < count:
-                drawn = pool(rng)
-                if not drawn:
+            drawn: list[np.ndarray] = []
+            while len(drawn) < count:
+                batch = pool(rng)
+                if not batch:
                     raise ValueError("the babble pool callable returned no waveforms")
-                talkers.extend(drawn)
-            return talkers[:count]
+                drawn.extend(batch)
+            for talker in drawn[:count]:
+                check_wave(talker, "babble talker")
+            return [crop_or_loop(talker, length, rng) for talker in drawn[:count]]
         picks = rng.choice(len(pool), size=min(count, len(pool)), replace=False)
-        items = [pool[int(i)] for i in picks]
-        return [x if isinstance(x, np.ndarray) else read_audio(x, self.sample_rate) for x in items]
+        talkers = []
+        for i in picks:
+            item = pool[int(i)]
+            if isinstance(item, np.ndarray):
+                check_wave(item, "babble talker")
+                talkers.append(crop_or_loop(item, length, rng))
+            else:
+                talkers.append(read_segment(item, length, rng, self.sample_rate))
+        return talkers
 
     def __call__(self, wav: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Add babble to ``wav`` (shape ``(N,)``); same shape and dtype."""
         check_wave(wav)
         count = int(rng.integers(self.num_speakers[0], self.num_speakers[1] + 1))
         babble = np.zeros(wav.shape[0], dtype=np.float64)
-        for talker in self._talkers(count, rng):
-            check_wave(talker, "babble talker")
-            piece = crop_or_loop(talker, wav.shape[0], rng).astype(np.float64)
+        for talker in self._talkers(count, wav.shape[0], rng):
+            piece = talker.astype(np.float64)
             p = power(piece)
             if p > 0.0:
                 babble += piece / np.sqrt(p)
