@@ -277,6 +277,10 @@ class Reverb:
                     self.rir_bank, self.num_rirs, self.bank_seed, self.sample_rate
                 )
             else:
+                log.info(
+                    "simulating %d RIRs in this process; set rir_bank to cache them on disk",
+                    self.num_rirs,
+                )
                 gen = np.random.default_rng(self.bank_seed)
                 self._bank = simulate_rir_bank(self.num_rirs, gen, self.sample_rate)
         return self._bank[int(rng.integers(0, len(self._bank)))]
