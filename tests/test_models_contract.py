@@ -22,9 +22,11 @@ from wildvox.registry import BACKBONES
 FEAT_DIM = 16
 EMBED_DIM = 8
 
-# Tiny configurations: backbone options, its intended pooling (+ options), head (+ options).
+# Tiny configurations, by test id: backbone (+ options), its intended pooling (+ options),
+# head (+ options). Every registered backbone needs at least one.
 TINY: dict[str, dict[str, Any]] = {
     "resnet34_se": {
+        "backbone": "resnet34_se",
         "backbone_args": {"base_channels": 4, "layers": [1, 1, 1, 1], "se_reduction": 2},
         "pooling": "sap",
         "pooling_args": {"attention_dim": 8},
@@ -32,23 +34,48 @@ TINY: dict[str, dict[str, Any]] = {
         "head_args": {"subcenters": 2},
     },
     "se_resnet34": {
+        "backbone": "se_resnet34",
         "backbone_args": {"base_channels": 4, "layers": [2, 1, 1, 1], "se_reduction": 2},
         "pooling": "cas",
         "pooling_args": {"attention_dim": 8, "global_context": True},
         "head": "aam",
         "head_args": {},
     },
+    "ecapa_tdnn": {
+        "backbone": "ecapa_tdnn",
+        "backbone_args": {"channels": 16, "scale": 4, "se_bottleneck": 8, "mfa_channels": 24},
+        "pooling": "cas",
+        "pooling_args": {"attention_dim": 8, "global_context": True},
+        "head": "aam",
+        "head_args": {},
+    },
+    "ecapa_tdnn-blstm-dd": {
+        "backbone": "ecapa_tdnn",
+        "backbone_args": {
+            "channels": 32,
+            "num_blocks": 4,
+            "se_bottleneck": 8,
+            "mfa_channels": 48,
+            "lstm_first": True,
+            "lstm_hidden": 6,
+            "dynamic_dilation": True,
+        },
+        "pooling": "cas",
+        "pooling_args": {"attention_dim": 8, "global_context": True, "activation": "tanh"},
+        "head": "sc_aam",
+        "head_args": {"subcenters": 2},
+    },
 }
 # Extra poolings run on the first backbone, so every pooling meets a real backbone once.
 EXTRA_POOLINGS = ["tap", "tstp", "asp", "mha"]
 
 
-def _embedder(name: str, pooling: str | None = None, seed: int = 0) -> Embedder:
-    cfg = TINY[name]
+def _embedder(case: str, pooling: str | None = None, seed: int = 0) -> Embedder:
+    cfg = TINY[case]
     torch.manual_seed(seed)
     return build_embedder(
         feat_dim=FEAT_DIM,
-        backbone=name,
+        backbone=cfg["backbone"],
         pooling=pooling or cfg["pooling"],
         embed_dim=EMBED_DIM,
         backbone_args=cfg["backbone_args"],
@@ -69,7 +96,7 @@ CASES = [(name, None) for name in TINY] + [("resnet34_se", p) for p in EXTRA_POO
 
 
 def test_every_registered_backbone_has_a_tiny_config() -> None:
-    missing = sorted(set(BACKBONES.names()) - set(TINY))
+    missing = sorted(set(BACKBONES.names()) - {cfg["backbone"] for cfg in TINY.values()})
     assert not missing, f"add tiny configs to TINY in tests/test_models_contract.py: {missing}"
 
 
@@ -113,15 +140,19 @@ def test_gradients_reach_every_parameter(name: str) -> None:
     assert all(p.grad is not None for p in head.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_torch_export_matches_eager(name: str) -> None:
+# torch.export is slow (seconds per model on our 2 shared cores), so it runs once per backbone
+# class, with a dynamic number of frames only for the strided ResNet (the ONNX test below runs
+# every configuration with dynamic batch and frame axes). se_resnet34 shares resnet34_se's
+# code; with lstm_first, torch.export specialises on the number of frames (nn.LSTM).
+@pytest.mark.parametrize(("name", "dynamic"), [("resnet34_se", True), ("ecapa_tdnn", False)])
+def test_torch_export_matches_eager(name: str, dynamic: bool) -> None:
     model = _embedder(name).eval()
     _randomise_norms(model)
     example = (torch.randn(2, 30, FEAT_DIM), torch.tensor([30, 17]))
-    exported = torch.export.export(
-        model, example, dynamic_shapes=({1: torch.export.Dim.AUTO}, None)
-    ).module()
-    feats, lengths = torch.randn(2, 45, FEAT_DIM), torch.tensor([45, 26])
+    shapes = ({1: torch.export.Dim.AUTO}, None) if dynamic else None
+    exported = torch.export.export(model, example, dynamic_shapes=shapes).module()
+    frames = 45 if dynamic else 30
+    feats, lengths = torch.randn(2, frames, FEAT_DIM), torch.tensor([frames, 26])
     with torch.no_grad():
         expected = model(feats, lengths)
     torch.testing.assert_close(exported(feats, lengths), expected, atol=1e-4, rtol=0)
@@ -166,6 +197,9 @@ def _count(backbone: str, pooling: str, embed_dim: int, **backbone_args: Any) ->
 def test_parameter_counts_match_published_sizes() -> None:
     # "In the wild" ResNet34-SE (half width, SAP, 256-d): ~6.6 M, WeSpeaker's ResNet34 size.
     assert _count("resnet34_se", "sap", 256) == pytest.approx(6.6e6, rel=0.03)
+    # ECAPA-TDNN with attentive statistics (global context), 192-d: 6.2 M and 14.7 M.
+    assert _count("ecapa_tdnn", "cas", 192, channels=512) == pytest.approx(6.2e6, rel=0.03)
+    assert _count("ecapa_tdnn", "cas", 192, channels=1024) == pytest.approx(14.7e6, rel=0.03)
 
 
 def test_registry_errors_name_the_problem() -> None:

@@ -18,7 +18,10 @@ import logging
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_MODULES: tuple[str, ...] = ("resnet_se",)
+BACKBONE_MODULES: tuple[str, ...] = (
+    "resnet_se",
+    "ecapa_tdnn",
+)
 
 
 def _import_backbones() -> None:
