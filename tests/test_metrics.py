@@ -218,7 +218,7 @@ def test_verification_bad_inputs() -> None:
         compute_eer([0.1, 0.2, 0.3], [0, 1])
     with pytest.raises(ValueError, match="1-D"):
         compute_eer(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(ValueError, match="0 \\(non-target\\) or 1"):
+    with pytest.raises(ValueError, match=r"0 \(non-target\) or 1"):
         compute_eer([0.1, 0.2, 0.3], [0, 1, 2])
     with pytest.raises(ValueError, match="p_target"):
         compute_min_dcf([0.1, 0.2], [0, 1], p_target=1.5)
