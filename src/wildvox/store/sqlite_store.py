@@ -1,0 +1,431 @@
+"""Enrolled-speaker store: one SQLite file of utterance embeddings, searched by cosine.
+
+The file holds three tables (schema version 1, in ``PRAGMA user_version``)::
+
+    meta(key, value)              model_id, embed_dim, generation (change counter)
+    speakers(id, name, created, updated)
+    utterances(id, speaker_id -> speakers ON DELETE CASCADE, source, duration, embedding,
+               model_id, created)
+
+Embeddings are little-endian float32 blobs of ``embed_dim`` values; times are Unix seconds;
+durations are seconds of speech. The file runs in WAL mode with a busy timeout, so several
+processes can read and write it at once; every write is one ``BEGIN IMMEDIATE`` transaction,
+so a killed process leaves either all or none of an enrolment.
+
+    >>> import tempfile, numpy as np
+    >>> with tempfile.TemporaryDirectory() as tmp, SpeakerStore(f"{tmp}/s.db", "demo", 4) as st:
+    ...     rec = st.enroll("ann", np.eye(4, dtype=np.float32)[:2], [3.0, 1.0], ["a.wav", "b.wav"])
+    ...     _ = st.enroll("bob", np.eye(4, dtype=np.float32)[2:3], [2.0], ["c.wav"])
+    ...     rec.num_utterances, st.identify(np.array([1, 0.2, 0, 0], np.float32), top_k=1)[0][0]
+    (2, 'ann')
+
+A speaker's embedding is the duration-weighted mean of its length-normalised utterance
+embeddings, renormalised. ``identify`` searches exactly below ``approx_threshold`` speakers and
+with a faiss HNSW index above it (see :mod:`wildvox.store.search`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from wildvox.store.schema import (
+    MIGRATIONS,
+    Migration,
+    SpeakerConflict,
+    SpeakerRecord,
+    StoreError,
+    UnknownSpeaker,
+    UtteranceSet,
+    apply_migrations,
+    check_sqlite_header,
+    ensure_meta,
+    pool_by_speaker,
+    pool_utterances,
+    validate_utterances,
+    write_transaction,
+)
+from wildvox.store.search import FloatArray, VectorIndex, build_index
+from wildvox.store.transfer import ExportedSpeaker, ImportSummary, read_export, write_export
+
+logger = logging.getLogger(__name__)
+
+
+def _keys(utts: UtteranceSet) -> list[tuple[str, bytes]]:
+    """Identity of each utterance for merging: its source and exact embedding bytes."""
+    return [(s, e.tobytes()) for s, e in zip(utts.sources, utts.embeddings, strict=True)]
+
+
+class SpeakerStore:
+    """Enrolled speakers of one embedding model, persisted in a SQLite file.
+
+    Args:
+        path: the SQLite file; created (with parents) when missing.
+        model_id: identifier of the embedding model; a store is tied to one model.
+        embed_dim: embedding size ``D``.
+        approx_threshold: from this many speakers on, ``identify`` uses approximate search.
+        busy_timeout_s: how long a write waits for another process' transaction, in seconds.
+        search_threads: OpenMP threads for the approximate index (``None``: faiss default).
+
+    Raises:
+        StoreError: the file is not SQLite, is corrupt, is not a wildvox store, or has a newer
+            schema; the file is left untouched.
+        StoreModelMismatch: the file holds another model's embeddings.
+    """
+
+    migrations: ClassVar[tuple[Migration, ...]] = MIGRATIONS
+
+    def __init__(
+        self,
+        path: str | Path,
+        model_id: str,
+        embed_dim: int,
+        *,
+        approx_threshold: int = 50_000,
+        busy_timeout_s: float = 30.0,
+        search_threads: int | None = None,
+    ) -> None:
+        if not isinstance(model_id, str) or not model_id:
+            raise ValueError("model_id must be a non-empty string")
+        if not isinstance(embed_dim, int) or embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive integer, got {embed_dim!r}")
+        self.path = Path(path)
+        self.model_id = model_id
+        self.embed_dim = embed_dim
+        self.approx_threshold = approx_threshold
+        self.search_threads = search_threads
+        self._matrix_cache: tuple[int, list[str], FloatArray] | None = None
+        self._index_cache: tuple[int, VectorIndex] | None = None
+        check_sqlite_header(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            with self._errors():
+                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+                conn.execute("PRAGMA foreign_keys = ON")
+                apply_migrations(conn, self.path, self.migrations)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
+                ensure_meta(conn, self.path, self.model_id, self.embed_dim)
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------- plumbing
+    def _conn_(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(self.path, "store is closed")
+        return self._conn
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn SQLite errors into :class:`StoreError` naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise StoreError(self.path, f"SQLite error: {err}") from err
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` write transaction that increments the change counter."""
+        conn = self._conn_()
+        with self._errors(), write_transaction(conn):
+            yield conn
+            conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state."""
+        conn = self._conn_()
+        with self._errors():
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    def generation(self) -> int:
+        """Change counter, incremented by every committed write (from any process)."""
+        with self._errors():
+            row = self._conn_().execute("SELECT value FROM meta WHERE key = 'generation'")
+            return int(row.fetchone()[0])
+
+    def _speaker_id(self, conn: sqlite3.Connection, name: str) -> int:
+        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise UnknownSpeaker(self.path, name)
+        return int(row[0])
+
+    _RECORD_SQL = (
+        "SELECT s.name, COUNT(u.id), COALESCE(SUM(u.duration), 0), s.created, s.updated "
+        "FROM speakers s LEFT JOIN utterances u ON u.speaker_id = s.id {where} "
+        "GROUP BY s.id ORDER BY s.name"
+    )
+
+    def _record(self, conn: sqlite3.Connection, name: str) -> SpeakerRecord:
+        sql = self._RECORD_SQL.format(where="WHERE s.name = ?")
+        row = conn.execute(sql, (name,)).fetchone()
+        if row is None:
+            raise UnknownSpeaker(self.path, name)
+        return SpeakerRecord(row[0], int(row[1]), float(row[2]), float(row[3]), float(row[4]))
+
+    def _insert_utterance(
+        self,
+        conn: sqlite3.Connection,
+        speaker_id: int,
+        source: str,
+        duration: float,
+        embedding: FloatArray,
+        created: float,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO utterances (speaker_id, source, duration, embedding, model_id, created) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (speaker_id, source, duration, embedding.tobytes(), self.model_id, created),
+        )
+
+    def _speaker_row(
+        self, conn: sqlite3.Connection, name: str, created: float, updated: float
+    ) -> int:
+        """Id of speaker ``name``, created when missing; ``updated`` is set either way."""
+        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            cur = conn.execute(
+                "INSERT INTO speakers (name, created, updated) VALUES (?, ?, ?)",
+                (name, created, updated),
+            )
+            return int(cur.lastrowid or 0)
+        conn.execute("UPDATE speakers SET updated = ? WHERE id = ?", (updated, row[0]))
+        return int(row[0])
+
+    # ---------------------------------------------------------------- public API
+    def enroll(
+        self,
+        name: str,
+        embeddings: npt.ArrayLike,
+        durations: npt.ArrayLike,
+        sources: Sequence[str],
+    ) -> SpeakerRecord:
+        """Add ``K`` utterances to speaker ``name`` (created if new), in one transaction.
+
+        Args:
+            name: speaker name (non-empty).
+            embeddings: ``(K, embed_dim)`` float embeddings, stored as float32.
+            durations: ``(K,)`` speech durations in seconds (> 0), the pooling weights.
+            sources: ``K`` strings naming where each utterance came from.
+
+        Returns:
+            The speaker's record after the enrolment.
+
+        Raises:
+            ValueError, TypeError: bad input; nothing is written.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"speaker name must be a non-empty string, got {name!r}")
+        emb, dur, srcs = validate_utterances(embeddings, durations, sources, self.embed_dim)
+        now = time.time()
+        with self._transaction() as conn:
+            sid = self._speaker_row(conn, name, now, now)
+            for i in range(emb.shape[0]):
+                self._insert_utterance(conn, sid, srcs[i], float(dur[i]), emb[i], now)
+            record = self._record(conn, name)
+        logger.debug("enrolled %d utterances for %r in %s", emb.shape[0], name, self.path)
+        return record
+
+    def get(self, name: str) -> SpeakerRecord:
+        """The record of speaker ``name``; raises :class:`UnknownSpeaker`."""
+        with self._errors():
+            return self._record(self._conn_(), name)
+
+    def list_speakers(self) -> list[SpeakerRecord]:
+        """Every enrolled speaker, sorted by name."""
+        with self._errors():
+            rows = self._conn_().execute(self._RECORD_SQL.format(where="")).fetchall()
+        return [SpeakerRecord(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
+
+    def __len__(self) -> int:
+        with self._errors():
+            return int(self._conn_().execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
+
+    def __contains__(self, name: object) -> bool:
+        with self._errors():
+            sql = "SELECT 1 FROM speakers WHERE name = ?"
+            return self._conn_().execute(sql, (name,)).fetchone() is not None
+
+    def remove(self, name: str) -> None:
+        """Delete speaker ``name`` and its utterances; raises :class:`UnknownSpeaker`."""
+        with self._transaction() as conn:
+            if conn.execute("DELETE FROM speakers WHERE name = ?", (name,)).rowcount == 0:
+                raise UnknownSpeaker(self.path, name)
+
+    def _utterance_set(self, conn: sqlite3.Connection, speaker_id: int) -> UtteranceSet:
+        rows = conn.execute(
+            "SELECT source, duration, embedding, created FROM utterances "
+            "WHERE speaker_id = ? ORDER BY id",
+            (speaker_id,),
+        ).fetchall()
+        emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
+        return UtteranceSet(
+            sources=[r[0] for r in rows],
+            durations=np.array([r[1] for r in rows], dtype=np.float64),
+            embeddings=emb.reshape(len(rows), self.embed_dim).astype(np.float32),
+            created=np.array([r[3] for r in rows], dtype=np.float64),
+        )
+
+    def utterances(self, name: str) -> UtteranceSet:
+        """The stored utterances of speaker ``name`` in enrolment order."""
+        with self._snapshot() as conn:
+            return self._utterance_set(conn, self._speaker_id(conn, name))
+
+    def speaker_embedding(self, name: str) -> FloatArray:
+        """Unit-norm ``(D,)`` embedding of speaker ``name`` (duration-weighted, see module doc)."""
+        utts = self.utterances(name)
+        return pool_utterances(utts.embeddings, utts.durations)
+
+    def matrix(self) -> tuple[list[str], FloatArray]:
+        """``(names (S,), embeddings (S, D))`` of all speakers, in enrolment order.
+
+        Cached until the change counter in ``meta`` moves, so repeated searches read nothing
+        but that counter. The returned array is read-only.
+        """
+        gen = self.generation()
+        if self._matrix_cache is not None and self._matrix_cache[0] == gen:
+            return list(self._matrix_cache[1]), self._matrix_cache[2]
+        with self._snapshot() as conn:
+            gen = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            speakers = conn.execute("SELECT id, name FROM speakers ORDER BY id").fetchall()
+            rows = conn.execute(
+                "SELECT speaker_id, duration, embedding FROM utterances ORDER BY speaker_id, id"
+            ).fetchall()
+        sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        dur = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
+        ids, pooled = pool_by_speaker(sid, dur, emb.reshape(len(rows), self.embed_dim))
+        row_of = {int(s): i for i, s in enumerate(ids)}
+        names = [n for i, n in speakers if i in row_of]
+        mat = pooled[[row_of[i] for i, _ in speakers if i in row_of]]
+        mat.flags.writeable = False
+        self._matrix_cache = (gen, names, mat)
+        return list(names), mat
+
+    def index(self) -> tuple[list[str], VectorIndex]:
+        """Search index over :meth:`matrix`, rebuilt only when the store has changed."""
+        names, mat = self.matrix()
+        gen = self._matrix_cache[0] if self._matrix_cache else -1
+        if self._index_cache is None or self._index_cache[0] != gen:
+            t0 = time.perf_counter()
+            idx = build_index(mat, None, self.approx_threshold, self.search_threads)
+            logger.debug("index over %d speakers in %.3f s", len(names), time.perf_counter() - t0)
+            self._index_cache = (gen, idx)
+        return names, self._index_cache[1]
+
+    def identify(self, query: npt.ArrayLike, top_k: int = 5) -> list[tuple[str, float]]:
+        """The ``top_k`` enrolled speakers closest to ``query`` ``(D,)`` by cosine similarity.
+
+        Returns ``[(name, cosine)]`` best first; empty when nobody is enrolled.
+        """
+        q = np.asarray(query)
+        if q.shape != (self.embed_dim,):
+            raise ValueError(f"query must have shape ({self.embed_dim},), got {q.shape}")
+        if not np.issubdtype(q.dtype, np.floating) or not np.isfinite(q).all() or not q.any():
+            raise ValueError("query must be a finite, non-zero float vector")
+        names, index = self.index()
+        if not names:
+            return []
+        scores, ids = index.search(q[None, :].astype(np.float32), top_k)
+        return [(names[i], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+
+    # ---------------------------------------------------------------- export / import
+    def export(self, path: str | Path) -> int:
+        """Write every speaker and utterance to a JSON-lines file (see :mod:`.transfer`).
+
+        The export reads one consistent snapshot. Returns the number of speakers written.
+        """
+        with self._snapshot() as conn:
+            rows = conn.execute("SELECT id, name, created, updated FROM speakers ORDER BY name")
+            speakers = (
+                ExportedSpeaker(name, created, updated, self._utterance_set(conn, sid))
+                for sid, name, created, updated in rows.fetchall()
+            )
+            return write_export(path, self.model_id, self.embed_dim, speakers)
+
+    def import_(
+        self, path: str | Path, on_conflict: Literal["error", "merge", "replace"] = "error"
+    ) -> ImportSummary:
+        """Load an export file into this store, in one transaction.
+
+        Args:
+            path: a file written by :meth:`export`, for the same model and dim.
+            on_conflict: for names already enrolled: ``"error"`` refuses the whole import
+                (:class:`SpeakerConflict`), ``"merge"`` adds the utterances not already stored
+                (same source and embedding), ``"replace"`` drops the stored utterances first.
+
+        Raises:
+            StoreModelMismatch: the file was made with another model or dim.
+            StoreError: the file is malformed; nothing is written.
+        """
+        if on_conflict not in ("error", "merge", "replace"):
+            raise ValueError(f"on_conflict must be error, merge or replace, not {on_conflict!r}")
+        speakers = read_export(path, self.model_id, self.embed_dim)
+        added = merged = replaced = n_utts = 0
+        now = time.time()
+        with self._transaction() as conn:
+            present = {sp.name for sp in speakers if sp.name in self}
+            if present and on_conflict == "error":
+                shown = ", ".join(sorted(present)[:5])
+                raise SpeakerConflict(
+                    self.path, f"{len(present)} imported speakers already exist ({shown})"
+                )
+            for sp in speakers:
+                utts = sp.utterances
+                keep = np.ones(len(utts.sources), dtype=bool)
+                if sp.name not in present:
+                    sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
+                    added += 1
+                elif on_conflict == "replace":
+                    conn.execute("DELETE FROM speakers WHERE name = ?", (sp.name,))
+                    sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
+                    replaced += 1
+                else:
+                    sid = self._speaker_row(conn, sp.name, 0.0, now)
+                    have = set(_keys(self._utterance_set(conn, sid)))
+                    keep = np.array([key not in have for key in _keys(utts)])
+                    merged += 1
+                for i in np.flatnonzero(keep):
+                    src, dur, emb = utts.sources[i], float(utts.durations[i]), utts.embeddings[i]
+                    self._insert_utterance(conn, sid, src, dur, emb, float(utts.created[i]))
+                n_utts += int(keep.sum())
+        summary = ImportSummary(added, merged, replaced, n_utts)
+        logger.info("imported %s from %s into %s", summary, path, self.path)
+        return summary
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SpeakerStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SpeakerStore({str(self.path)!r}, model_id={self.model_id!r}, dim={self.embed_dim})"
