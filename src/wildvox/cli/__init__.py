@@ -1,0 +1,1 @@
+"""The ``wildvox`` command line (typer). Library code never parses argv or prints."""

@@ -1,0 +1,57 @@
+"""Shared CLI plumbing: data-root resolution, logging, progress bars, errors."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+DEFAULT_DATA = Path("../shared/corpora/wildmix")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+
+
+def resolve_data(data: Path | None) -> Path:
+    """``--data``, else ``$WILDVOX_DATA``, else ``../shared/corpora/wildmix`` when it exists."""
+    if data is None:
+        env = os.environ.get("WILDVOX_DATA")
+        data = Path(env) if env else DEFAULT_DATA
+    if not data.is_dir():
+        fail(f"{data}: corpus folder not found (pass --data or set WILDVOX_DATA)")
+    return data.resolve()
+
+
+def fail(message: str) -> None:
+    """Print a one-line error and exit with status 2 (no traceback for user errors)."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar; yields ``advance(n)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda n: prog.advance(task, n)

@@ -1,0 +1,90 @@
+"""``wildvox train``: train a model from a recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from wildvox.cli.common import console, fail, resolve_data, setup_logging
+from wildvox.config import Config, ConfigError, load_config
+from wildvox.data.corpora.voxceleb import CorpusError, load_corpus, load_iden_split
+from wildvox.data.manifest import Utterance
+from wildvox.training.trainer import EpochStats, StepInfo, Trainer, TrainResult
+
+
+def training_data(cfg: Config) -> tuple[list[Utterance], list[Utterance]]:
+    """Training utterances of every configured corpus, and the evaluation corpus' validation part
+    (split 2 of its ``iden_split``), when that file exists."""
+    train: list[Utterance] = []
+    for corpus in cfg.dataset.train:
+        train += load_corpus(corpus)
+    val: list[Utterance] = []
+    root = Path(cfg.data)
+    if cfg.data and (root / cfg.eval.iden_split).is_file():
+        val = [u for u in load_iden_split(root, cfg.eval.iden_split) if u.split == 2]
+    return train, val
+
+
+def run_training(cfg: Config, out: Path, resume: bool) -> TrainResult:
+    """Train with a progress bar and one log line per epoch."""
+    try:
+        train, val = training_data(cfg)
+    except CorpusError as exc:
+        fail(str(exc))
+        raise
+    with Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn(
+            "{task.completed}/{task.total} loss {task.fields[loss]:.3f} acc {task.fields[acc]:.2f}"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        task = prog.add_task("train", total=1, epoch=1, loss=0.0, acc=0.0)
+
+        def on_step(s: StepInfo) -> None:
+            prog.update(
+                task,
+                completed=s.batch,
+                total=s.batches,
+                epoch=s.epoch + 1,
+                loss=s.loss,
+                acc=s.accuracy,
+            )
+
+        def on_epoch(e: EpochStats) -> None:
+            val_txt = "" if e.val_top1 is None else f", val top-1 {100 * e.val_top1:.1f} %"
+            console.print(
+                f"epoch {e.epoch}/{cfg.train.epochs}: loss {e.loss:.3f}, "
+                f"train acc {100 * e.accuracy:.1f} %, {e.seconds:.0f} s{val_txt}"
+            )
+
+        trainer = Trainer(cfg, out, train, val, on_step=on_step, on_epoch=on_epoch)
+        console.print(
+            f"training on {len(train)} utterances of {len(trainer.speakers)} speakers"
+            f" ({len(trainer.val_utts)} for validation) -> {out}"
+        )
+        return trainer.fit(resume=resume)
+
+
+def train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="Recipe YAML."),
+    data: Path | None = typer.Option(None, help="Evaluation corpus root (VoxCeleb layout)."),
+    set_: list[str] = typer.Option([], "--set", help="Override, e.g. train.epochs=3."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/<recipe name>)."),
+    resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Train a speaker embedding model; writes checkpoints and the exported model."""
+    setup_logging(verbose)
+    try:
+        cfg = load_config(config, set_, data_root=str(resolve_data(data)))
+    except ConfigError as exc:
+        fail(str(exc))
+        raise
+    result = run_training(cfg, out or Path("runs") / cfg.name, resume)
+    console.print(f"model written to {result.model_dir} ({result.seconds:.0f} s of training)")

@@ -1,0 +1,1 @@
+"""Data: utterance records, corpus list readers, trial lists and training datasets."""

@@ -1,0 +1,137 @@
+"""Readers for VoxCeleb's own list formats (also used by wildmix and wildextra).
+
+Layout: ``<root>/wav/<speaker>/<session>/<utt>.<ext>`` with list files beside ``wav/``:
+
+- ``iden_split.txt``: ``<split> <path>`` (1 = train, 2 = validation, 3 = test);
+- ``dev_list.txt`` / voxceleb_trainer's ``train_list.txt``: ``<speaker> <path>``;
+- ``vox1_meta.csv`` (tab-separated), ``vox2_meta.csv`` or wildmix ``meta.csv`` (comma-separated).
+
+Paths in lists are relative to ``wav/``. A VoxCeleb2 ``dev/aac`` tree works the same way when
+``root`` points at the folder that holds the list and ``wav/`` (or the audio folder itself).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+from wildvox.config import CorpusConfig
+from wildvox.data.manifest import Utterance
+
+logger = logging.getLogger(__name__)
+
+
+class CorpusError(ValueError):
+    """A corpus folder or list file that cannot be read as described."""
+
+
+def audio_root(root: Path) -> Path:
+    """The folder list paths are relative to: ``root/wav`` when it exists, else ``root``."""
+    wav = root / "wav"
+    return wav if wav.is_dir() else root
+
+
+def _read_pairs(path: Path) -> list[tuple[str, str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read list file ({exc.strerror})") from exc
+    pairs = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise CorpusError(f"{path}:{lineno}: expected 2 fields, got {len(fields)}: {line!r}")
+        pairs.append((fields[0], fields[1]))
+    if not pairs:
+        raise CorpusError(f"{path}: list file is empty")
+    return pairs
+
+
+def read_speaker_list(path: Path) -> list[tuple[str, str]]:
+    """``<speaker> <path>`` lines -> [(speaker, path)]."""
+    return _read_pairs(path)
+
+
+def read_iden_split(path: Path) -> list[tuple[int, str]]:
+    """``<split> <path>`` lines (VoxCeleb1 ``iden_split.txt``) -> [(split, path)]."""
+    out = []
+    for split, rel in _read_pairs(path):
+        if split not in ("1", "2", "3"):
+            raise CorpusError(f"{path}: split must be 1, 2 or 3, got {split!r} for {rel}")
+        out.append((int(split), rel))
+    return out
+
+
+def speaker_of(rel_path: str) -> str:
+    """The speaker id of a VoxCeleb relative path (its first component)."""
+    return rel_path.split("/", 1)[0]
+
+
+def read_meta(path: Path) -> dict[str, dict[str, str]]:
+    """A speaker metadata CSV -> {speaker id: {column: value}}.
+
+    Accepts VoxCeleb1's tab-separated ``vox1_meta.csv``, VoxCeleb2's ``vox2_meta.csv`` (comma
+    separated, padded column names) and wildmix ``meta.csv``. The speaker id is the first column.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read metadata ({exc.strerror})") from exc
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise CorpusError(f"{path}: metadata file is empty")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    rows = list(csv.reader(lines, delimiter=delimiter))
+    header = [h.strip() for h in rows[0]]
+    meta: dict[str, dict[str, str]] = {}
+    for row in rows[1:]:
+        values = [v.strip() for v in row]
+        if len(values) != len(header):
+            raise CorpusError(f"{path}: row {row!r} has {len(values)} fields, header {len(header)}")
+        meta[values[0]] = dict(zip(header, values, strict=True))
+    return meta
+
+
+def load_corpus(cfg: CorpusConfig, check_files: bool = True) -> list[Utterance]:
+    """The utterances a :class:`CorpusConfig` selects, with corpus-qualified speaker labels."""
+    root = Path(cfg.root).expanduser()
+    if not root.is_dir():
+        raise CorpusError(f"{root}: corpus folder does not exist")
+    list_path = root / cfg.list
+    name = cfg.name or root.resolve().name
+    wav = audio_root(root)
+    if Path(cfg.list).name.startswith("iden_split"):
+        wanted = set(cfg.splits)
+        rows = [
+            (speaker_of(rel), rel, split)
+            for split, rel in read_iden_split(list_path)
+            if split in wanted
+        ]
+    else:
+        rows = [(spk, rel, 0) for spk, rel in read_speaker_list(list_path)]
+    utts = [
+        Utterance(id=rel, path=wav / rel, speaker=f"{name}/{spk}", corpus=name, split=split)
+        for spk, rel, split in rows
+    ]
+    if not utts:
+        raise CorpusError(f"{list_path}: no utterances selected (splits {cfg.splits})")
+    if check_files:
+        missing = [u for u in utts if not u.path.is_file()]
+        if missing:
+            examples = ", ".join(str(u.path) for u in missing[:3])
+            raise CorpusError(
+                f"{list_path}: {len(missing)} listed files are missing, e.g. {examples}"
+            )
+    logger.info(
+        "%s: %d utterances of %d speakers", list_path, len(utts), len({u.speaker for u in utts})
+    )
+    return utts
+
+
+def load_iden_split(root: Path, list_name: str = "iden_split.txt") -> list[Utterance]:
+    """Every utterance of an identification split file, with its split number."""
+    cfg = CorpusConfig(root=str(root), list=list_name, splits=(1, 2, 3))
+    return load_corpus(cfg)

@@ -1,0 +1,1 @@
+"""Inference: exported models and batched embedding extraction."""
