@@ -223,3 +223,20 @@ def test_embedder_rejects_bad_input() -> None:
         model(torch.randn(2, 20, FEAT_DIM), torch.tensor([20]))
     with pytest.raises(ValueError, match=f"\\(B, T, {FEAT_DIM}\\)"):
         model(torch.randn(2, 20, FEAT_DIM + 1))
+
+
+def test_ecapa_dilations_and_mfa_size() -> None:
+    from wildvox.models.backbones.ecapa_tdnn import ECAPATDNN
+
+    def dilations(net: ECAPATDNN) -> list[list[int]]:
+        return [[int(c.conv.dilation[0]) for c in block.res2] for block in net.blocks]
+
+    with torch.device("meta"):
+        plain = ECAPATDNN(80, channels=512, num_blocks=4)
+        dynamic = ECAPATDNN(80, channels=512, num_blocks=3, dynamic_dilation=True)
+        large = ECAPATDNN(80, channels=2048, num_blocks=4, se_bottleneck=128)
+    assert dilations(plain) == [[d] * 7 for d in (2, 3, 4, 5)]
+    assert dilations(dynamic) == [[2, 3, 4, 5, 6, 2, 3]] * 3
+    assert plain.out_channels == 1536 and large.out_channels == 3 * 2048
+    with pytest.raises(ValueError, match="divide"):
+        ECAPATDNN(80, channels=100, scale=8)

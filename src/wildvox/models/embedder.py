@@ -26,7 +26,7 @@ from wildvox.registry import BACKBONES, POOLINGS, Registry
 logger = logging.getLogger(__name__)
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
     """True while torch.export, torch.compile, TorchScript or ONNX tracing runs the model."""
     return bool(
         torch.jit.is_tracing()
@@ -109,7 +109,7 @@ class Embedder(nn.Module):
                 raise ValueError(
                     f"lengths must be (B,) = ({feats.shape[0]},), got {tuple(lengths.shape)}"
                 )
-            if not _tracing() and (
+            if not is_tracing() and (
                 bool((lengths < 1).any()) or bool((lengths > feats.shape[1]).any())
             ):
                 raise ValueError(

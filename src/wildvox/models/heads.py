@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.embedder import _tracing, build_component
+from wildvox.models.embedder import build_component, is_tracing
 from wildvox.registry import HEADS
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _check_inputs(emb: Tensor, labels: Tensor | None, embed_dim: int, num_classe
             f"labels must be int64 of shape ({emb.shape[0]},), got {labels.dtype} "
             f"{tuple(labels.shape)}"
         )
-    if not _tracing() and bool(((labels < 0) | (labels >= num_classes)).any()):
+    if not is_tracing() and bool(((labels < 0) | (labels >= num_classes)).any()):
         raise ValueError(f"labels must lie in [0, {num_classes}), got {labels.tolist()}")
 
 
