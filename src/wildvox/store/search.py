@@ -177,7 +177,9 @@ class ExactIndex:
             return out_s, out_i
         block = max(1, _EXACT_BLOCK // n)
         for start in range(0, q.shape[0], block):
-            scores = q[start : start + block] @ self._vectors.T
+            qb = q[start : start + block]
+            # A single query is a matrix-vector product, ~3x faster than a (1, D) x (D, N) gemm.
+            scores = (self._vectors @ qb[0])[None] if len(qb) == 1 else qb @ self._vectors.T
             vals, cols = top_k(scores, kk)
             out_s[start : start + block] = vals
             out_i[start : start + block] = self._ids[cols]
