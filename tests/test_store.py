@@ -216,6 +216,19 @@ def test_not_sqlite_file_refused_and_untouched(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]
 
 
+def test_corrupt_store_raises_store_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "spk.db"
+    with SpeakerStore(path, MODEL, DIM) as st:
+        for i in range(40):
+            enroll_random(st, f"s{i}", np.random.default_rng(i), 3)
+    data = bytearray(path.read_bytes())
+    data[4096:-100] = np.random.default_rng(0).bytes(len(data) - 4196)  # keep the header page
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="malformed") as info, SpeakerStore(path, MODEL, DIM) as st:
+        st.matrix()
+    assert info.value.path == path and path.read_bytes() == bytes(data)
+
+
 def test_foreign_sqlite_database_refused_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as raw:
