@@ -166,13 +166,18 @@ def test_cmn_zero_mean_over_valid_frames() -> None:
 
 
 def test_block_size_does_not_change_output() -> None:
-    wave = noise(3, 30000, seed=6)
+    wave, lengths = noise(5, 30000, seed=6), torch.tensor([3000, 30000, 800, 29000, 30000])
     fbank = Fbank(cmn=False)
     with torch.no_grad():
         whole, _ = fbank(wave)
+        padded, _ = fbank(wave, lengths)
         fbank.block_frames = 7  # forces both row and frame blocks
         blocks, _ = fbank(wave)
+        padded_blocks, frames = fbank(wave, lengths)
     torch.testing.assert_close(whole, blocks, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(padded, padded_blocks, atol=1e-4, rtol=1e-5)
+    for i, valid in enumerate(frames.tolist()):
+        torch.testing.assert_close(padded[i, :valid], whole[i, :valid], atol=1e-4, rtol=1e-5)
 
 
 def test_num_frames_matches_kaldi() -> None:

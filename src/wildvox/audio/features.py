@@ -103,6 +103,11 @@ def dct_matrix(n_in: int, n_out: int) -> Tensor:
     return mat
 
 
+def _consecutive(rows: list[int]) -> bool:
+    """Whether ``rows`` is an increasing run of consecutive indices (sliceable as a view)."""
+    return rows == list(range(rows[0], rows[0] + len(rows)))
+
+
 def _mask_and_normalise(feats: Tensor, frames: Tensor | None, cmn: bool) -> Tensor:
     """Zero padded frames and optionally subtract each utterance's mean over its valid frames.
 
@@ -183,8 +188,8 @@ class Fbank(nn.Module):
         self.register_buffer("window", window.float(), persistent=False)
         banks = kaldi_mel_banks(n_mels, self.n_fft, sample_rate, low_freq, high_freq)
         self.register_buffer("mel_banks", banks.float(), persistent=False)
-        # (re^2, im^2) interleaved -> mel, with the int16 scale folded in (power scales by 2^30)
-        power_to_mel = banks.repeat_interleave(2, dim=0) * INT16_SCALE**2
+        # the int16 input scale folded into the filters (power scales by 2^30)
+        power_to_mel = banks * INT16_SCALE**2
         self.register_buffer("power_to_mel", power_to_mel.float(), persistent=False)
         self.block_frames = 1024
 
@@ -237,14 +242,17 @@ class Fbank(nn.Module):
             raise ValueError(f"a length ({longest}) exceeds the padded length {samples}")
         return self.num_frames(lengths)
 
-    def log_mel(self, wave: Tensor) -> Tensor:
-        """Log-mel energies of every full frame, no masking or CMN.
+    def log_mel(self, wave: Tensor, frames: Tensor | None = None) -> Tensor:
+        """Log-mel energies, no masking or CMN.
 
-        Long inputs are processed in blocks of about :attr:`block_frames` frames so that the
-        intermediate spectra stay in cache; the result does not depend on the block size.
+        Rows are processed longest first in blocks of about :attr:`block_frames` frames so that
+        the intermediate spectra stay in cache, and frames past a row's valid count are never
+        computed (they are returned as zeros), so padding costs almost nothing. The result does
+        not depend on the block size.
 
         Args:
             wave: float ``(B, N)`` nominally in [-1, 1], ``N >= frame_length``.
+            frames: valid frame counts ``(B,)``; None computes every full frame of every row.
 
         Returns:
             ``(B, T, n_mels)`` with ``T = num_frames(N)``.
@@ -253,21 +261,40 @@ class Fbank(nn.Module):
         total = self.num_frames(samples)
         if total == 0:
             raise ValueError(f"{samples} samples are fewer than one frame ({self.frame_length})")
+        if frames is None:
+            needed = [total] * batch
+        else:
+            needed = [min(total, max(0, n)) for n in frames.tolist()]
+        order = sorted(range(batch), key=lambda row: -needed[row])
         x = wave.to(self.window.dtype)
-        span = min(total, self.block_frames)
-        rows_per_block = max(1, self.block_frames // span)
-        rows: list[Tensor] = []
-        for r0 in range(0, batch, rows_per_block):
+        out = x.new_zeros(batch, total, self.n_mels)  # rows go here in ``order``
+        start = 0
+        while start < batch:
+            stop_frame = needed[order[start]]  # the longest row of this group
+            span = max(1, min(stop_frame, self.block_frames))
+            rows = order[start : start + max(1, self.block_frames // span)]
+            start += len(rows)
+            if stop_frame == 0:
+                continue
+            limit = (stop_frame - 1) * self.frame_shift + self.frame_length
+            index: slice | Tensor = (
+                slice(rows[0], rows[-1] + 1)
+                if _consecutive(rows)
+                else torch.tensor(rows, device=x.device)
+            )
+            block = x[index, :limit]
             parts = []
-            for t0 in range(0, total, span):
-                t1 = min(total, t0 + span)
-                block = x[
-                    r0 : r0 + rows_per_block,
-                    t0 * self.frame_shift : (t1 - 1) * self.frame_shift + self.frame_length,
-                ]
-                parts.append(self._log_mel_block(block))
-            rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
-        return rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)
+            for t0 in range(0, stop_frame, span):
+                t1 = min(stop_frame, t0 + span)
+                samples_t = slice(
+                    t0 * self.frame_shift, (t1 - 1) * self.frame_shift + self.frame_length
+                )
+                parts.append(self._log_mel_block(block[:, samples_t]))
+            feats = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            if len(rows) == batch and stop_frame == total and isinstance(index, slice):
+                return feats  # one block holds the whole batch: no copy into ``out``
+            out[index, :stop_frame] = feats
+        return out
 
     def _log_mel_block(self, x: Tensor) -> Tensor:
         """Log-mel energies ``(B, T, n_mels)`` of all frames of ``x (B, N)``.
@@ -284,18 +311,20 @@ class Fbank(nn.Module):
         emph = x[:, 1:] - p * x[:, :-1]  # signal-level pre-emphasis, (B, N - 1)
         cum = nn.functional.pad(x.to(torch.float64).cumsum(1), (1, 0))
         means = (cum[:, length : length + stop : shift] - cum[:, 0:stop:shift]) / length
-        buf = x.new_zeros(batch, frames, self.n_fft)
+        buf = x.new_empty(batch, frames, self.n_fft)
+        buf[..., length:] = 0.0  # zero padding up to the FFT size
         buf[..., 1:length] = emph.unfold(1, length - 1, shift) * self.window[1:]
         buf[..., 0] = x[:, 0:stop:shift] * ((1.0 - p) * self.window[0])
         offset = (means * (1.0 - p)).to(x.dtype).unsqueeze(-1)
-        buf[..., :length] -= offset * self.window
-        spec = torch.view_as_real(torch.fft.rfft(buf)).square().flatten(-2)  # (B, T, 2 F)
-        return torch.log(torch.matmul(spec, self.power_to_mel).clamp_min(LOG_FLOOR))
+        buf[..., :length].addcmul_(offset, self.window, value=-1.0)
+        spec = torch.fft.rfft(buf)  # (B, T, n_fft // 2 + 1)
+        power = spec.real.square() + spec.imag.square()
+        return torch.log(torch.matmul(power, self.power_to_mel).clamp_min(LOG_FLOOR))
 
     def forward(self, wave: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Features ``(B, T, n_mels)`` and valid frame counts ``(B,)`` for ``wave (B, N)``."""
         frames = self.valid_frames(wave, lengths)
-        feats = self.log_mel(wave)
+        feats = self.log_mel(wave, None if lengths is None else frames)
         return _mask_and_normalise(feats, None if lengths is None else frames, self.cmn), frames
 
 
@@ -361,5 +390,7 @@ class Mfcc(nn.Module):
     def forward(self, wave: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """MFCCs ``(B, T, n_ceps)`` and valid frame counts ``(B,)`` for ``wave (B, N)``."""
         frames = self.fbank.valid_frames(wave, lengths)
-        feats = torch.matmul(self.fbank.log_mel(wave), self.dct)
+        feats = torch.matmul(
+            self.fbank.log_mel(wave, None if lengths is None else frames), self.dct
+        )
         return _mask_and_normalise(feats, None if lengths is None else frames, self.cmn), frames
