@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wildvox.metrics.verification import compute_eer
+from wildvox.metrics.verification import compute_cllr, compute_eer
 from wildvox.scoring.asnorm import (
     asnorm,
     asnorm_trials,
@@ -16,6 +17,7 @@ from wildvox.scoring.asnorm import (
     make_cohort,
     snorm,
 )
+from wildvox.scoring.calibration import LogisticCalibrator
 from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize, score_trials
 from wildvox.scoring.embeddings import (
     EmbeddingFileError,
@@ -23,7 +25,15 @@ from wildvox.scoring.embeddings import (
     load_embeddings,
     save_embeddings,
 )
+from wildvox.scoring.fusion import LogisticFusion, average_fusion
 from wildvox.scoring.plda import PLDA, NotFittedError
+from wildvox.scoring.quality import (
+    duration_quality,
+    energy_vad,
+    imposter_mean_quality,
+    silero_available,
+    speech_duration,
+)
 
 # ---------------------------------------------------------------- embedding files
 
@@ -278,3 +288,125 @@ def test_plda_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"x.npz.*missing"):
         PLDA.load(tmp_path / "x.npz")
     assert math.isfinite(float(plda.score(np.ones((1, 3)), np.ones((1, 3)))[0]))
+
+
+# ---------------------------------------------------------------- quality measures
+
+
+def test_duration_and_imposter_quality() -> None:
+    q = duration_quality([2.0, 8.0], [4.0, 1.0])
+    np.testing.assert_allclose(q, np.log([[2.0, 4.0], [1.0, 8.0]]))
+    np.testing.assert_array_equal(q, duration_quality([4.0, 1.0], [2.0, 8.0]))  # symmetric
+    with pytest.raises(ValueError, match="positive"):
+        duration_quality([0.0], [1.0])
+
+    rng = np.random.default_rng(6)
+    utts, cohort = rng.normal(size=(10, 8)) * 3, rng.normal(size=(25, 8))
+    e_idx, t_idx = rng.integers(0, 10, (2, 30))
+    for metric in ("cosine", "dot"):
+        c = cohort / np.linalg.norm(cohort, axis=1, keepdims=True) if metric == "cosine" else cohort
+        side = []
+        for idx in (e_idx, t_idx):
+            v = utts[idx]
+            v = v / np.linalg.norm(v, axis=1, keepdims=True) if metric == "cosine" else v
+            side.append(np.sort(v @ c.T, axis=1)[:, -5:].mean(axis=1))
+        ref = np.column_stack([np.minimum(*side), np.maximum(*side)])
+        got = imposter_mean_quality(utts[e_idx], utts[t_idx], cohort, 5, metric)  # type: ignore[arg-type]
+        np.testing.assert_allclose(got, ref, atol=1e-10)
+        got = imposter_mean_quality(
+            utts,
+            utts,
+            cohort,
+            5,
+            metric,
+            enroll_index=e_idx,
+            test_index=t_idx,  # type: ignore[arg-type]
+        )
+        np.testing.assert_allclose(got, ref, atol=1e-10)
+    with pytest.raises(ValueError, match="metric"):
+        imposter_mean_quality(utts, utts, cohort, 5, "l2")  # type: ignore[arg-type]
+
+
+def synthetic_speech(sr: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Silence 1 s | voiced 2 s | silence 1.5 s | voiced 1 s | silence 0.5 s; 3 s of speech."""
+
+    def voiced(seconds: float) -> np.ndarray:
+        t = np.arange(int(seconds * sr)) / sr
+        harmonics = sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 8))
+        envelope = np.abs(np.sin(2 * np.pi * 3 * t + 0.3)) ** 0.5  # syllables, dips to 0
+        return 0.3 * envelope * harmonics / 2.6
+
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(int(seconds * sr))
+
+    x = np.concatenate([silence(1.0), voiced(2.0), silence(1.5), voiced(1.0), silence(0.5)])
+    return (x + 1e-4 * rng.normal(size=x.size)).astype(np.float32), 3.0
+
+
+def test_energy_vad_on_synthetic_speech() -> None:
+    sr = 16000
+    x, truth = synthetic_speech(sr, np.random.default_rng(7))
+    mask = energy_vad(x, sr)
+    assert mask.shape == (1 + (x.size - 400) // 160,)
+    # No speech in the first 0.9 s; speech at 1.5 s and at 5.0 s; silence again at 3.5-4.3 s.
+    assert not mask[:90].any() and mask[150] and mask[500] and not mask[350:430].any()
+    est = speech_duration(x, sr, method="energy")
+    assert truth - 0.1 <= est <= truth + 0.45  # 200 ms hangover after each of 2 runs
+    no_hang = float(energy_vad(x, sr, hangover_ms=0).sum()) / 100
+    assert no_hang < est  # hangover bridges the syllable dips
+    assert speech_duration(np.zeros(sr, np.float32), sr, method="energy") == 0.0
+    assert speech_duration(np.zeros(100, np.float32), sr, method="energy") == 0.0
+    with pytest.raises(ValueError, match="mono"):
+        speech_duration(np.zeros((2, 100)), sr)
+    with pytest.raises(ValueError, match="1 NaN"):
+        energy_vad(np.array([0.0, np.nan]), sr)
+
+
+def test_speech_duration_on_real_speech(wildmix: Path) -> None:
+    sf = pytest.importorskip("soundfile")
+    # A LibriSpeech utterance (ls<reader>/<chapter>/...): seconds long, unlike the digit clips.
+    first = next(iter(sorted((wildmix / "wav").glob("ls*/*/*.opus"))), None)
+    if first is None:
+        pytest.skip("no LibriSpeech utterance in wildmix")
+    wav, sr = sf.read(first, dtype="float32")
+    wav = wav if wav.ndim == 1 else wav.mean(axis=1)
+    total = wav.size / sr
+    energy = speech_duration(wav, sr, method="energy")
+    assert 0.3 * total < energy <= total + 1e-6
+    if silero_available():
+        import torch
+
+        threads = torch.get_num_threads()
+        silero = speech_duration(wav, sr, method="silero")
+        assert torch.get_num_threads() == threads
+        assert 0.2 * total < silero <= total + 1e-6
+        assert abs(silero - energy) < 0.5 * total
+
+
+# ---------------------------------------------------------------- fusion
+
+
+def test_fusion() -> None:
+    np.testing.assert_allclose(average_fusion([[1.0, -2.0], [3.0, 0.0]]), [2.0, -1.0])
+    rng = np.random.default_rng(8)
+    n = 4000
+    labels = np.repeat([1, 0], n)
+    truth = np.where(labels == 1, 2.0, -2.0) + rng.normal(size=2 * n)
+    s1 = truth + rng.normal(size=2 * n)
+    s2 = 0.5 * (truth + rng.normal(size=2 * n)) + 1.0
+    fusion = LogisticFusion(p_target=0.5).fit([s1, s2], labels)
+    assert fusion.weights is not None and np.all(fusion.weights > 0)
+    fused = fusion.transform([s1, s2])
+    single = [LogisticCalibrator(p_target=0.5).fit_transform(s, labels) for s in (s1, s2)]
+    assert compute_cllr(fused, labels) < min(compute_cllr(s, labels) for s in single) - 0.02
+    assert compute_eer(fused, labels)[0] <= min(compute_eer(s, labels)[0] for s in (s1, s2))
+    again = LogisticFusion.from_dict(json.loads(json.dumps(fusion.to_dict())))
+    np.testing.assert_allclose(again.transform(np.column_stack([s1, s2])), fused)
+    with_q = LogisticFusion().fit([s1, s2], labels, quality=np.abs(s1)[:, None])
+    assert with_q.weights is not None and with_q.weights.shape == (3,)
+    with pytest.raises(ValueError, match="same N trials"):
+        average_fusion([s1, s2[:10]])
+    with pytest.raises(ValueError, match="system 1: 1"):
+        average_fusion([s1[:3], np.array([0.0, np.nan, 1.0])])
+    with pytest.raises(ValueError, match="fitted on 2 systems"):
+        fusion.transform([s1])

@@ -54,14 +54,17 @@ def cohort_stats(
     cohort: ArrayLike,
     top_n: int | None = 100,
     chunk_size: int = 4096,
+    metric: Literal["cosine", "dot"] = "cosine",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of each embedding's ``top_n`` highest cohort cosines.
+    """Mean and standard deviation of each embedding's ``top_n`` highest cohort scores.
 
     Args:
         emb: (U, D) embeddings (one per distinct utterance).
         cohort: (C, D) cohort embeddings.
         top_n: number of closest cohort entries, 1 <= top_n <= C; None uses all C.
         chunk_size: rows of ``emb`` scored against the cohort at once.
+        metric: ``"cosine"`` (length-normalise both sides) or ``"dot"`` (inner product of the
+            embeddings as given, IDLab's imposter-mean quality measure).
 
     Returns:
         ``(mean (U,), std (U,))`` in float64; computed in float32 when both inputs are float32.
@@ -78,13 +81,18 @@ def cohort_stats(
         raise ValueError(f"top_n must be in [1, {n_coh}] for a cohort of {n_coh}, got {top_n}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if metric not in ("cosine", "dot"):
+        raise ValueError(f"metric must be 'cosine' or 'dot', got {metric!r}")
     dtype = np.result_type(e.dtype, c.dtype, np.float32)
-    c_norm = length_normalize(c.astype(dtype, copy=False)).T.copy()  # (D, C)
+    c_t = c.astype(dtype, copy=False)
+    c_t = (length_normalize(c_t) if metric == "cosine" else c_t).T.copy()  # (D, C)
     mean = np.empty(e.shape[0], dtype=np.float64)
     std = np.empty(e.shape[0], dtype=np.float64)
     for start in range(0, e.shape[0], chunk_size):
-        block = length_normalize(e[start : start + chunk_size].astype(dtype, copy=False))
-        s = block @ c_norm  # (B, C)
+        block = e[start : start + chunk_size].astype(dtype, copy=False)
+        if metric == "cosine":
+            block = length_normalize(block)
+        s = block @ c_t  # (B, C)
         if k < n_coh:
             s = np.partition(s, n_coh - k, axis=1)[:, n_coh - k :]
         s64 = s.astype(np.float64, copy=False)
