@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 BACKBONE_MODULES: tuple[str, ...] = (
     "resnet_se",
     "ecapa_tdnn",
+    "las_mha",
+    "efficientnet_v2",
 )
 
 
