@@ -38,13 +38,16 @@ class CorpusConfig:
     ``list`` is a file relative to ``root``: either ``<speaker> <path>`` lines (``dev_list.txt``,
     voxceleb_trainer's ``train_list.txt``) or ``<split> <path>`` lines (``iden_split.txt``, of
     which only ``splits`` are used). ``name`` keeps speaker ids distinct across corpora; empty
-    means the root folder's name.
+    means the root folder's name. ``include_speakers`` (when non-empty) and
+    ``exclude_speakers`` select speakers by their id in the corpus (e.g. to hold some out).
     """
 
     root: str = "${data}"
     list: str = "iden_split.txt"
     splits: tuple[int, ...] = (1,)
     name: str = ""
+    include_speakers: tuple[str, ...] = ()
+    exclude_speakers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,13 @@ class DataConfig:
     min_seconds: float = 0.1
     cache_audio: bool = True
     num_workers: int = 1
+    # "random": shuffled batches; "hpm": hard prototype mining (IDLab): each batch holds
+    # hpm_seed_speakers groups of a random speaker and its hpm_speakers - 1 nearest speakers by
+    # the head's prototypes, hpm_utts utterances each (batch_size = U * S * I).
+    sampler: str = "random"
+    hpm_speakers: int = 16
+    hpm_utts: int = 8
+    hpm_seed_speakers: int = 1
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,17 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     val_max_utts: int = 400
     device: str = "auto"
+    # batch_size is the global batch: with N processes each takes batch_size / N of it.
+    head_weight_decay: float | None = None  # None: weight_decay
+    lr_scheduler: str = "constant"  # constant | cyclic | warmup_exp (training/schedulers.py)
+    lr_scheduler_args: dict[str, Any] = field(default_factory=dict)
+    margin_scheduler: str = "constant"  # constant | ramp
+    margin_scheduler_args: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA only)
+    init_from: str = ""  # checkpoint .pt or exported model folder: start from its net + head
+    keep_epoch_checkpoints: int = 0  # keep checkpoints/epoch_NNNN.pt of the last N epochs
+    average_last: int = 0  # export the average of the last N epoch checkpoints
+    sync_batchnorm: bool = True  # batch statistics over all processes in distributed runs
 
 
 @dataclass(frozen=True)
@@ -119,6 +140,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    calibration: tuple[CorpusConfig, ...] = ()
 
 
 C = TypeVar("C")
@@ -248,7 +270,14 @@ def load_config(
     if data_root is not None:
         base["data"] = str(data_root)
     cfg = _from_dict(Config, base)
-    corpora = tuple(
-        dataclasses.replace(c, root=c.root.replace("${data}", cfg.data)) for c in cfg.dataset.train
+
+    def expand(corpora: tuple[CorpusConfig, ...]) -> tuple[CorpusConfig, ...]:
+        return tuple(
+            dataclasses.replace(c, root=c.root.replace("${data}", cfg.data)) for c in corpora
+        )
+
+    return dataclasses.replace(
+        cfg,
+        dataset=dataclasses.replace(cfg.dataset, train=expand(cfg.dataset.train)),
+        calibration=expand(cfg.calibration),
     )
-    return dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, train=corpora))

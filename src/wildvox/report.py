@@ -78,3 +78,41 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
         tmp.write_text(text)
         tmp.replace(path)
     return paths
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def render_sections(title: str, sections: dict[str, Any]) -> str:
+    """Generic markdown: each section is a mapping of scalars (a 2-column table), a mapping of
+    mappings (one row each) or a list of mappings (one row each)."""
+    out = [f"# {title}", ""]
+    for name, body in sections.items():
+        out += [f"## {name}", ""]
+        if isinstance(body, list) and body and isinstance(body[0], dict):
+            keys = list(body[0])
+            out += _table(keys, [[_cell(row.get(k)) for k in keys] for row in body])
+        elif isinstance(body, dict) and body and all(isinstance(v, dict) for v in body.values()):
+            keys = list(dict.fromkeys(k for v in body.values() for k in v))
+            rows = [[str(n)] + [_cell(v.get(k)) for k in keys] for n, v in body.items()]
+            out += _table(["", *keys], rows)
+        elif isinstance(body, dict):
+            out += _table(["item", "value"], [[str(k), _cell(v)] for k, v in body.items()])
+        else:
+            out += [str(body), ""]
+    return "\n".join(out)
+
+
+def write_sections(out_dir: Path, title: str, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Like :func:`write_report` for :func:`render_sections` reports."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = (out_dir / "report.json", out_dir / "report.md")
+    texts = (json.dumps(report, indent=2, default=str), render_sections(title, report))
+    for path, text in zip(paths, texts, strict=True):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths

@@ -1,4 +1,4 @@
-"""``wildvox demo``: the whole chain on a corpus, ending in ``results/<run>/report.{md,json}``."""
+"""``wildvox train-demo``: train, evaluate, report (``results/<run>/report.{md,json}``)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def data_statistics(train: list[Utterance], root: Path, trials_name: str) -> dic
     }
 
 
-def demo(
+def train_demo(
     data: Path | None = typer.Option(None, help="Corpus root (default: wildmix)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Recipe YAML."),
     set_: list[str] = typer.Option([], "--set", help="Override, e.g. train.epochs=3."),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from wildvox.cli.demo import demo
+from wildvox.cli.demo import train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
+from wildvox.cli.product import enroll, identify, speakers_app, verify
+from wildvox.cli.ship import calibrate_model, demo
 from wildvox.cli.train import train
 
 app = typer.Typer(
@@ -20,6 +22,12 @@ app.command()(embed)
 app.command()(score)
 app.command()(evaluate)
 app.command()(demo)
+app.command("train-demo")(train_demo)
+app.command("calibrate-model")(calibrate_model)
+app.command()(verify)
+app.command()(enroll)
+app.command()(identify)
+app.add_typer(speakers_app, name="speakers")
 
 if __name__ == "__main__":
     app()

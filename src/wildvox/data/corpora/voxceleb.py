@@ -112,6 +112,10 @@ def load_corpus(cfg: CorpusConfig, check_files: bool = True) -> list[Utterance]:
         ]
     else:
         rows = [(spk, rel, 0) for spk, rel in read_speaker_list(list_path)]
+    include, exclude = set(cfg.include_speakers), set(cfg.exclude_speakers)
+    for spk in sorted((include | exclude) - {r[0] for r in rows}):
+        raise CorpusError(f"{list_path}: speaker {spk!r} named in the recipe is not in the list")
+    rows = [r for r in rows if (not include or r[0] in include) and r[0] not in exclude]
     utts = [
         Utterance(id=rel, path=wav / rel, speaker=f"{name}/{spk}", corpus=name, split=split)
         for spk, rel, split in rows

@@ -1,0 +1,267 @@
+"""The Python API: ``load_model()`` -> embed / verify / enroll / identify.
+
+Example (the shipped model, offline)::
+
+    import wildvox
+    model = wildvox.load_model()
+    model.verify("a.wav", "b.wav").accept
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wildvox.audio.io import AudioError, load_audio, validate_waveform
+from wildvox.inference.calibration import SHORT_SECONDS, ModelCalibration
+from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
+from wildvox.store.sqlite_store import SpeakerStore
+
+logger = logging.getLogger(__name__)
+
+Audio = str | os.PathLike[str] | np.ndarray
+PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "default"
+MIN_SECONDS = 0.5
+
+
+def default_store_path() -> Path:
+    """``$WILDVOX_STORE``, else ``$XDG_DATA_HOME/wildvox/speakers.sqlite`` (~/.local/share)."""
+    env = os.environ.get("WILDVOX_STORE")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "wildvox" / "speakers.sqlite"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The answer to "same speaker?": cosine ``score``, calibrated ``llr`` (natural log),
+    ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it."""
+
+    score: float
+    llr: float
+    accept: bool
+    threshold: float
+    operating_point: str
+    durations: tuple[float, float]
+    reliable: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    score: float
+    llr: float
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Top-k enrolled speakers; ``speaker`` is the best one when it passes the operating point,
+    else ``None`` (an unknown speaker)."""
+
+    candidates: list[Candidate]
+    speaker: str | None
+    threshold: float
+    operating_point: str
+    duration: float
+    reliable: bool
+    note: str = ""
+
+
+@dataclass
+class SpeakerModel:
+    """A loaded speaker model with its calibration; see :func:`load_model`."""
+
+    exported: ExportedModel
+    calibration: ModelCalibration | None
+    store_path: Path = field(default_factory=default_store_path)
+    min_seconds: float = MIN_SECONDS
+    _store: SpeakerStore | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.exported.model_id
+
+    @property
+    def embed_dim(self) -> int:
+        return self.exported.net.embed_dim
+
+    @property
+    def sample_rate(self) -> int:
+        return self.exported.config.features.sample_rate
+
+    # ------------------------------------------------------------------ audio + embeddings
+    def load(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
+        """A path or an array -> float32 mono waveform at the model's rate, validated."""
+        if isinstance(audio, np.ndarray):
+            return validate_waveform(
+                audio,
+                sample_rate or self.sample_rate,
+                target_rate=self.sample_rate,
+                min_duration=self.min_seconds,
+            )
+        return load_audio(audio, sample_rate=self.sample_rate, min_duration=self.min_seconds)
+
+    def _embed_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        lengths = torch.tensor([len(w) for w in waves])
+        batch = torch.zeros(len(waves), int(lengths.max()))
+        for i, w in enumerate(waves):
+            batch[i, : len(w)] = torch.from_numpy(w)
+        with torch.inference_mode():
+            emb = self.exported.net(batch, lengths)
+        return emb.numpy().astype(np.float32)
+
+    def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
+        """One utterance -> its (D,) float32 embedding."""
+        return self._embed_waves([self.load(audio, sample_rate)])[0]
+
+    def embed_batch(
+        self, items: Sequence[Audio], sample_rate: int | None = None, batch_size: int = 16
+    ) -> np.ndarray:
+        """Several utterances -> (N, D) float32, batched by similar length."""
+        waves = [self.load(a, sample_rate) for a in items]
+        order = np.argsort([len(w) for w in waves])
+        out = np.zeros((len(waves), self.embed_dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            out[idx] = self._embed_waves([waves[i] for i in idx])
+        return out
+
+    # ------------------------------------------------------------------ decisions
+    def _calibration(self) -> ModelCalibration:
+        if self.calibration is None:
+            raise ModelFileError(
+                f"model {self.model_id} has no calibration; run `wildvox calibrate` on it first"
+            )
+        return self.calibration
+
+    @staticmethod
+    def _reliability(*durations: float) -> tuple[bool, str]:
+        short = min(durations)
+        if short < SHORT_SECONDS:
+            return False, (
+                f"input of {short:.2f} s is under {SHORT_SECONDS:.0f} s: the decision is less "
+                "reliable (the calibration widens its uncertainty for short speech)"
+            )
+        return True, ""
+
+    def verify(
+        self,
+        a: Audio,
+        b: Audio,
+        operating_point: str = "eer",
+        sample_rate: int | None = None,
+    ) -> Verification:
+        """Are ``a`` and ``b`` the same speaker? Score, calibrated LLR and decision."""
+        cal = self._calibration()
+        wa, wb = self.load(a, sample_rate), self.load(b, sample_rate)
+        emb = self._embed_waves([wa, wb])
+        en = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        score = float(en[0] @ en[1])
+        da, db = len(wa) / self.sample_rate, len(wb) / self.sample_rate
+        llr = float(cal.llr(np.array([score]), np.array([da]), np.array([db]))[0])
+        thr = cal.threshold(operating_point)
+        reliable, note = self._reliability(da, db)
+        return Verification(score, llr, llr >= thr, thr, operating_point, (da, db), reliable, note)
+
+    # ------------------------------------------------------------------ speaker store
+    def store(self) -> SpeakerStore:
+        """The speaker store (opened on first use; refuses another model's embeddings)."""
+        if self._store is None:
+            self._store = SpeakerStore(self.store_path, self.model_id, self.embed_dim)
+        return self._store
+
+    def enroll(self, name: str, items: Sequence[Audio], sample_rate: int | None = None) -> int:
+        """Add utterances to speaker ``name`` (created if new); returns its utterance count.
+
+        Every input is read and embedded before anything is written: one bad file leaves the
+        store as it was.
+        """
+        if isinstance(items, str | os.PathLike | np.ndarray):
+            items = [items]
+        if not items:
+            raise ValueError("enroll needs at least one utterance")
+        waves = [self.load(a, sample_rate) for a in items]
+        emb = self._embed_waves(waves) if len(waves) == 1 else self.embed_batch(waves)
+        durations = np.array([len(w) / self.sample_rate for w in waves], dtype=np.float32)
+        sources = [
+            "<array>" if isinstance(a, np.ndarray) else str(Path(a).resolve()) for a in items
+        ]
+        record = self.store().enroll(name, emb, durations, sources)
+        return int(record.num_utterances)
+
+    def identify(
+        self,
+        audio: Audio,
+        top_k: int = 5,
+        operating_point: str = "eer",
+        sample_rate: int | None = None,
+    ) -> Identification:
+        """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold."""
+        cal = self._calibration()
+        store = self.store()
+        if len(store) == 0:
+            raise ValueError(f"{store.path}: no enrolled speakers; enroll some first")
+        wave = self.load(audio, sample_rate)
+        duration = len(wave) / self.sample_rate
+        hits = store.identify(self._embed_waves([wave])[0], top_k=top_k)
+        enrolled = {r.name: r.total_duration for r in store.list_speakers()}
+        scores = np.array([s for _, s in hits])
+        llrs = cal.llr(
+            scores,
+            np.array([enrolled[n] for n, _ in hits]),
+            np.full(len(hits), duration),
+        )
+        cands = [Candidate(n, float(s), float(v)) for (n, s), v in zip(hits, llrs, strict=True)]
+        thr = cal.threshold(operating_point)
+        best = cands[0].name if cands and cands[0].llr >= thr else None
+        reliable, note = self._reliability(duration)
+        return Identification(cands, best, thr, operating_point, duration, reliable, note)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def load_model(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    device: str = "cpu",
+    store: str | os.PathLike[str] | None = None,
+) -> SpeakerModel:
+    """Load an exported model (default: the one shipped inside the package; no network).
+
+    Raises:
+        ModelFileError: missing, corrupt or inconsistent model files.
+    """
+    model_dir = Path(path) if path is not None else PRETRAINED
+    exported = load_exported(model_dir, device=device)
+    record = exported.extra.get("calibration")
+    calibration = None
+    if record is not None:
+        try:
+            calibration = ModelCalibration.from_dict(record)
+        except ValueError as exc:
+            raise ModelFileError(f"{model_dir}: bad calibration record ({exc})") from exc
+    model = SpeakerModel(exported, calibration)
+    if store is not None:
+        model.store_path = Path(store)
+    return model
+
+
+__all__ = [
+    "AudioError",
+    "Candidate",
+    "Identification",
+    "SpeakerModel",
+    "Verification",
+    "load_model",
+]
