@@ -1,35 +1,55 @@
-"""The training loop: random crops -> features -> embedder -> margin head -> cross-entropy.
+"""The training loop: random crops (+ augmentation) -> features (+ SpecAugment) -> embedder ->
+margin head -> cross-entropy.
 
 One checkpoint (``checkpoints/last.pt``) is written at the end of every epoch, and every
-``checkpoint_every_steps`` steps when set; each holds the weights, optimiser, schedule position,
+``checkpoint_every_steps`` steps when set; each holds the weights, optimiser, grad scaler, the
+schedules' last values, the SpecAugment generator, the hard-prototype sampler's neighbour table,
 the resolved config and the speaker map, so ``resume`` continues exactly where a killed run
-stopped (the data order is a function of the seed and epoch).
+stopped (the data order and the waveform augmentation are functions of the seed, epoch and
+item; the LR and margin are functions of the step).
+
+In a distributed run (torchrun, see :mod:`wildvox.training.distributed`) every process trains a
+DistributedDataParallel copy on its share of each global batch of ``train.batch_size``; rank 0
+validates, logs, checkpoints and exports.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from wildvox.audio.io import load_audio
+from wildvox.augment.chain import AugmentChain, Augmenter, build_spec_augment
+from wildvox.augment.reverb import load_or_create_rir_bank
 from wildvox.config import Config, dump_config
 from wildvox.data.dataset import AudioBank, CropDataset, EpochBatchSampler, collate_crops
 from wildvox.data.manifest import SpeakerMap, Utterance
+from wildvox.data.samplers import HardPrototypeSampler, build_batch_sampler
 from wildvox.inference.extract import extract_embeddings
 from wildvox.inference.model_io import export_model
 from wildvox.models.heads import build_head
 from wildvox.models.speaker_net import SpeakerNet, build_speaker_net
+from wildvox.training import distributed as dist
+from wildvox.training.averaging import export_average, read_weights, save_epoch_checkpoint
 from wildvox.training.checkpoint import load_checkpoint, save_checkpoint
+from wildvox.training.schedulers import build_lr_schedule, build_margin_schedule, build_optimizer
 
 logger = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BatchSampler = EpochBatchSampler | HardPrototypeSampler
 
 
 @dataclass
@@ -58,10 +78,35 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ctx: dist.DistContext | None = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; distributed CUDA runs take GPU ``local_rank``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and ctx is not None and ctx.distributed:
+        device = torch.device("cuda", ctx.local_rank)
+    return device
+
+
+class TrainingBabble:
+    """Babble talkers for online augmentation: training utterances drawn with the item's rng.
+
+    Each call returns one whole utterance (the babble augmenter crops it). Talkers are drawn
+    from all training utterances, so with ``C`` speakers a talker is the item's own speaker
+    with probability about ``1 / C``; we accept that rather than pass the label through the
+    augmenter interface.
+    """
+
+    def __init__(self, bank: AudioBank | None, paths: Sequence[str], sample_rate: int) -> None:
+        self.bank = bank
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+
+    def __call__(self, rng: np.random.Generator) -> list[np.ndarray]:
+        index = int(rng.integers(0, len(self.paths)))
+        if self.bank is not None:
+            return [self.bank.get(index)]
+        return [load_audio(self.paths[index], sample_rate=self.sample_rate, min_duration=0.0)]
 
 
 class Trainer:
@@ -80,16 +125,27 @@ class Trainer:
         on_step: Callable[[StepInfo], None] | None = None,
         on_epoch: Callable[[EpochStats], None] | None = None,
     ) -> None:
+        t = cfg.train
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.train_utts = list(train)
         self.speakers = SpeakerMap.from_labels(u.speaker for u in self.train_utts)
-        self.val_utts = [u for u in val if u.speaker in self.speakers][: cfg.train.val_max_utts]
+        self.val_utts = [u for u in val if u.speaker in self.speakers][: t.val_max_utts]
         self.on_step = on_step
         self.on_epoch = on_epoch
-        self.device = resolve_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)
-        self.net: SpeakerNet = build_speaker_net(cfg).to(self.device)
+        self.dist = dist.DistContext.current()
+        if t.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"train.batch_size {t.batch_size} must divide over {self.dist.world_size} processes"
+            )
+        self.device = resolve_device(t.device, self.dist)
+        if t.precision not in PRECISIONS:
+            raise ValueError(f"unknown train.precision {t.precision!r}; valid: fp32, bf16, fp16")
+        self.amp_dtype = PRECISIONS[t.precision] if self.device.type == "cuda" else None
+        if t.precision != "fp32" and self.amp_dtype is None:
+            logger.info("mixed precision is CUDA-only: training in fp32 on %s", self.device)
+        torch.manual_seed(t.seed)
+        self.net: SpeakerNet = build_speaker_net(cfg)
         self.head: nn.Module = build_head(
             cfg.head.name,
             embed_dim=cfg.model.embed_dim,
@@ -97,18 +153,25 @@ class Trainer:
             margin=cfg.head.margin,
             scale=cfg.head.scale,
             args=cfg.head.args,
-        ).to(self.device)
-        t = cfg.train
-        params = [
-            {"params": self.net.parameters(), "weight_decay": t.weight_decay},
-            {"params": self.head.parameters(), "weight_decay": t.weight_decay},
-        ]
-        if t.optimizer == "adam":
-            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=t.lr)
-        elif t.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=t.lr, momentum=0.9, nesterov=True)
-        else:
-            raise ValueError(f"unknown optimizer {t.optimizer!r}; valid: adam, sgd")
+        )
+        if t.init_from:
+            self.load_initial_weights(Path(t.init_from))
+        if self.dist.distributed and t.sync_batchnorm:
+            self.net = cast(SpeakerNet, dist.convert_batchnorm(self.net, self.device.type))
+        self.net.to(self.device)
+        self.head.to(self.device)
+        model = dist.EmbedAndClassify(self.net.embedder, self.head)
+        self.model = dist.wrap_model(model, self.dist, self.device)
+        self.optimizer = build_optimizer(t, self.net, self.head)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.lr_schedule = build_lr_schedule(t.lr_scheduler, t.lr, t.lr_scheduler_args)
+        self.margin_schedule = build_margin_schedule(
+            t.margin_scheduler, cfg.head.margin, cfg.head.scale, t.margin_scheduler_args
+        )
+        self.spec = build_spec_augment(cfg.augment)
+        self.spec_generator = torch.Generator(device=self.device).manual_seed(t.seed)
+        self.sampler: BatchSampler | None = None
+        self.sampler_state: dict[str, Any] | None = None
         self.epoch = 0
         self.batch_in_epoch = 0
         self.step = 0
@@ -119,11 +182,33 @@ class Trainer:
     def ckpt_path(self) -> Path:
         return self.out_dir / "checkpoints" / "last.pt"
 
+    def load_initial_weights(self, path: Path) -> None:
+        """Start from the network and head of a checkpoint or exported model (a new stage)."""
+        weights = read_weights(path)
+        if weights.speakers != self.speakers.labels:
+            raise ValueError(
+                f"{path}: its head has {len(weights.speakers)} speakers, the training data "
+                f"{len(self.speakers)}, or their labels differ; a fine-tuning stage must train "
+                "on the speakers of the stage it starts from"
+            )
+        try:
+            self.net.load_state_dict(weights.net)
+            self.head.load_state_dict(weights.head)
+        except RuntimeError as exc:
+            raise ValueError(f"{path}: weights do not fit this recipe's model ({exc})") from exc
+        logger.info("initialised the network and head from %s", path)
+
     def _state(self) -> dict[str, object]:
+        hpm = isinstance(self.sampler, HardPrototypeSampler)
         return {
             "net": self.net.state_dict(),
             "head": self.head.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "margin_schedule": self.margin_schedule.state_dict(),
+            "spec_generator": self.spec_generator.get_state(),
+            "sampler": self.sampler.state_dict() if hpm else {},  # type: ignore[union-attr]
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -134,7 +219,9 @@ class Trainer:
         }
 
     def save(self) -> None:
-        save_checkpoint(self.ckpt_path, self._state())
+        """Write ``last.pt`` (rank 0 only)."""
+        if self.dist.is_main:
+            save_checkpoint(self.ckpt_path, self._state())
 
     def restore(self, path: Path | None = None) -> None:
         state = load_checkpoint(path or self.ckpt_path)
@@ -143,6 +230,13 @@ class Trainer:
         self.net.load_state_dict(state["net"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state.get("scaler", {}))
+        if "lr_schedule" in state:
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            self.margin_schedule.load_state_dict(state["margin_schedule"])
+        if "spec_generator" in state:
+            self.spec_generator.set_state(state["spec_generator"])
+        self.sampler_state = state.get("sampler") or None
         self.epoch = int(state["epoch"])
         self.batch_in_epoch = int(state["batch_in_epoch"])
         self.step = int(state["step"])
@@ -150,7 +244,7 @@ class Trainer:
         self.history = [EpochStats(**h) for h in state["history"]]
         logger.info("resumed at epoch %d, batch %d", self.epoch + 1, self.batch_in_epoch)
 
-    def _loader(self, dataset: CropDataset, sampler: EpochBatchSampler) -> DataLoader[object]:
+    def _loader(self, dataset: CropDataset, sampler: BatchSampler) -> DataLoader[object]:
         workers = self.cfg.dataset.num_workers
         return DataLoader(
             dataset,
@@ -161,6 +255,22 @@ class Trainer:
             multiprocessing_context="fork" if workers > 0 else None,
             prefetch_factor=4 if workers > 0 else None,
         )
+
+    def _augmenter(self, bank: AudioBank | None) -> Augmenter | None:
+        """The online waveform augmentation chain (None when ``augment.enabled`` is off)."""
+        a, sample_rate = self.cfg.augment, self.cfg.features.sample_rate
+        if not a.enabled:
+            return None
+        if a.reverb > 0 and a.rir_dir is None:  # simulate the RIR bank once, before workers
+            a = dataclasses.replace(a, rir_bank=a.rir_bank or str(self.out_dir / "rir_bank.npz"))
+            if self.dist.is_main:
+                load_or_create_rir_bank(str(a.rir_bank), a.rir_bank_size, a.rir_seed, sample_rate)
+            dist.barrier()
+        speech = a.noise_dir is not None and (Path(a.noise_dir) / "speech").is_dir()
+        babble = None
+        if a.babble > 0 and not speech:
+            babble = TrainingBabble(bank, [str(u.path) for u in self.train_utts], sample_rate)
+        return AugmentChain(a, babble_pool=babble, sample_rate=sample_rate)
 
     def _dataset(self) -> CropDataset:
         d, f = self.cfg.dataset, self.cfg.features
@@ -177,8 +287,20 @@ class Trainer:
             sample_rate=f.sample_rate,
             seed=self.cfg.train.seed,
             bank=bank,
+            augment=self._augmenter(bank),
             min_seconds=d.min_seconds,
         )
+
+    def _start_epoch(self, sampler: BatchSampler) -> None:
+        sampler.set_epoch(self.epoch, self.batch_in_epoch)
+        if isinstance(sampler, HardPrototypeSampler):
+            saved = self.sampler_state
+            if self.batch_in_epoch > 0 and saved and saved["neighbours_epoch"] == self.epoch:
+                sampler.load_state_dict(saved)  # mid-epoch resume: the epoch's own table
+            else:
+                with torch.no_grad():
+                    sampler.update_prototypes(cast(Any, self.head).prototypes())
+            self.sampler_state = None
 
     def validate(self) -> float | None:
         """Top-1 of the head's closed-set decision on the validation utterances."""
@@ -207,49 +329,72 @@ class Trainer:
             torch.set_num_threads(t.num_threads)
         if resume and self.ckpt_path.is_file():
             self.restore()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+        if self.dist.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
         dataset = self._dataset()
-        sampler = EpochBatchSampler(len(dataset), t.batch_size, seed=t.seed)
+        ctx = self.dist
+        sampler = build_batch_sampler(self.cfg, dataset.labels.tolist(), ctx.rank, ctx.world_size)
+        self.sampler = sampler
         while self.epoch < t.epochs:
-            sampler.set_epoch(self.epoch, self.batch_in_epoch)
-            self._run_epoch(self._loader(dataset, sampler), sampler)
+            self._start_epoch(sampler)
+            self._run_epoch(self._loader(dataset, sampler), len(sampler) + sampler.start_batch)
         model_dir = self.out_dir / "model"
-        export_model(
-            model_dir,
-            self.net,
-            self.cfg,
-            self.speakers.labels,
-            head_state=self.head.state_dict(),
-            extra={"train_seconds": self.train_seconds, "epochs": t.epochs},
-        )
+        if self.dist.is_main:
+            extra = {"train_seconds": self.train_seconds, "epochs": t.epochs}
+            if t.average_last > 0:
+                export_average(self.ckpt_path.parent, t.average_last, model_dir, extra)
+            else:
+                head_state = self.head.state_dict()
+                export_model(model_dir, self.net, self.cfg, self.speakers.labels, head_state, extra)
+        dist.barrier()
         return TrainResult(model_dir, self.history, self.train_seconds)
 
-    def _run_epoch(self, loader: DataLoader[object], sampler: EpochBatchSampler) -> None:
+    def _train_step(self, wavs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One update on a batch ``wavs (b, N)``, ``labels (b,)``; returns (loss, logits)."""
+        t = self.cfg.train
+        self.lr_schedule.apply(self.optimizer, self.step)
+        self.margin_schedule.apply(self.head, self.step)
+        with torch.no_grad():
+            feats, _ = self.net.features(wavs, None)
+            if self.spec is not None:
+                feats = dist.shard_spec_augment(self.spec, feats, self.spec_generator, self.dist)
+        counts = getattr(self.head, "center_counts", None)
+        before = counts.clone() if self.dist.distributed and counts is not None else None
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            logits = self.model(feats, labels)
+        loss = F.cross_entropy(logits.float(), labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if t.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            params = list(self.net.parameters()) + list(self.head.parameters())
+            nn.utils.clip_grad_norm_(params, t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if counts is not None and before is not None:
+            dist.sync_increments(counts, before)
+        return loss.detach(), logits.detach()
+
+    def _run_epoch(self, loader: DataLoader[object], batches: int) -> None:
         t = self.cfg.train
         self.net.train()
         self.head.train()
         start = time.perf_counter()
-        total_loss = total_correct = total_items = 0.0
-        batches = sampler.global_batches()
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, items (this rank)
         for wavs, labels in loader:
             wavs, labels = wavs.to(self.device), labels.to(self.device)
-            emb = self.net(wavs)
-            logits = self.head(emb, labels)
-            loss = F.cross_entropy(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                params = list(self.net.parameters()) + list(self.head.parameters())
-                nn.utils.clip_grad_norm_(params, t.grad_clip)
-            self.optimizer.step()
+            loss, logits = self._train_step(wavs, labels)
             self.step += 1
             self.batch_in_epoch += 1
             correct = float((logits.argmax(1) == labels).sum())
-            total_loss += float(loss.detach()) * len(labels)
-            total_correct += correct
-            total_items += len(labels)
-            if self.on_step is not None:
+            totals += torch.tensor([float(loss) * len(labels), correct, len(labels)])
+            if self.on_step is not None and self.dist.is_main:
                 info = StepInfo(
                     self.epoch, self.step, self.batch_in_epoch, batches, float(loss),
                     correct / len(labels),
@@ -261,17 +406,21 @@ class Trainer:
                 self.save()
         self.train_seconds += time.perf_counter() - start
         seconds = time.perf_counter() - start
+        dist.all_reduce_sum(totals)
         stats = EpochStats(
             epoch=self.epoch + 1,
-            loss=total_loss / max(total_items, 1),
-            accuracy=total_correct / max(total_items, 1),
+            loss=float(totals[0] / totals[2].clamp_min(1)),
+            accuracy=float(totals[1] / totals[2].clamp_min(1)),
             seconds=seconds,
-            val_top1=self.validate(),
+            val_top1=self.validate() if self.dist.is_main else None,
         )
         self.history.append(stats)
         self.epoch += 1
         self.batch_in_epoch = 0
-        self.save()
+        if not self.dist.is_main:
+            return
+        keep = max(t.keep_epoch_checkpoints, t.average_last)
+        save_epoch_checkpoint(self.ckpt_path, self.epoch, self._state(), keep)
         logger.info(
             "epoch %d: loss %.3f acc %.3f %.0fs val top-1 %s",
             stats.epoch, stats.loss, stats.accuracy, stats.seconds,
