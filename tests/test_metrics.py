@@ -77,6 +77,25 @@ def test_eer_and_min_dcf_match_sklearn(seed: int, tied: bool) -> None:
     assert rep["min_dcf_0.05"] == pytest.approx(sk_min_dcf(scores, labels, 0.05), abs=1e-9)
 
 
+def test_tiny_tied_problems_match_sklearn() -> None:
+    # Exhaustive-ish sweep of small problems with 3 score values: crossings at +inf, exact
+    # zeros, all-tied classes, targets below non-targets.
+    rng = np.random.default_rng(10)
+    for _ in range(120):
+        n = int(rng.integers(2, 12))
+        labels = rng.integers(0, 2, n)
+        labels[:2] = [0, 1]
+        scores = rng.integers(0, 3, n).astype(float)
+        assert compute_eer(scores, labels)[0] == pytest.approx(sk_eer(scores, labels), abs=1e-12)
+        p = float(rng.choice([0.01, 0.5, 0.9]))
+        got = compute_min_dcf(scores, labels, p_target=p)[0]
+        assert got == pytest.approx(sk_min_dcf(scores, labels, p), abs=1e-12)
+    # Every target ties with the top non-targets or lies below: the crossing is at +inf.
+    # t = 5: P_miss 1/2, P_fa 1; t = inf: 1, 0 -> alpha 1/3, EER 2/3.
+    eer, thr = compute_eer([0.0, 5.0, 5.0, 5.0, 5.0], [1, 1, 0, 0, 0])
+    assert eer == pytest.approx(2.0 / 3.0) and thr > 5.0
+
+
 def test_ties_do_not_depend_on_order() -> None:
     rng = np.random.default_rng(5)
     scores, labels = random_trials(rng, 2000, tied=True)
