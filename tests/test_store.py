@@ -459,12 +459,45 @@ def test_store_switches_to_approx_above_threshold_and_falls_back(
     with SpeakerStore(tmp_path / "spk.db", MODEL, DIM, approx_threshold=30, search_threads=1) as st:
         for i in range(29):
             enroll_random(st, f"s{i}", rng, 1)
-        assert isinstance(st.index()[1], ExactIndex)
+        assert isinstance(st.index().index, ExactIndex)
         enroll_random(st, "s29", rng, 1)
-        index = st.index()[1]
+        index = st.index().index
         assert isinstance(index, ApproxIndex) and len(index) == 30
         assert st.identify(st.speaker_embedding("s7"), top_k=1)[0][0] == "s7"
     monkeypatch.setattr(search, "faiss_available", lambda: False)
     with caplog.at_level(logging.WARNING, logger="wildvox.store.search"):
         index = build_index(unit_rows(rng, 40), approx_threshold=30)
     assert isinstance(index, ExactIndex) and "faiss is not installed" in caplog.text
+
+
+def test_approx_index_follows_changes_without_rebuild(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    path = tmp_path / "spk.db"
+    opts = {"approx_threshold": 40, "search_threads": 1}
+    with SpeakerStore(path, MODEL, DIM, **opts) as st, SpeakerStore(path, MODEL, DIM) as other:
+        for i in range(60):
+            enroll_random(st, f"s{i:02d}", rng, 2)
+        live = st.index()
+        assert isinstance(live.index, ApproxIndex) and live.last_sync["rebuilt"] == 1
+        enroll_random(other, "new", rng, 1)  # added by another connection
+        enroll_random(other, "s05", rng, 3)  # s05's embedding moves
+        other.remove("s07")
+        assert st.identify(other.speaker_embedding("new"), top_k=1)[0][0] == "new"
+        assert live.last_sync == {
+            "seconds": pytest.approx(live.last_sync["seconds"]),
+            "rebuilt": 0.0,
+            "changed": 2.0,
+            "removed": 1.0,
+        }
+        assert len(live.index) == 60
+        names, mat = st.matrix()
+        with SpeakerStore(path, MODEL, DIM) as fresh:  # incremental matrix == full re-read
+            fresh_names, fresh_mat = fresh.matrix()
+        assert names == fresh_names and "s07" not in names
+        np.testing.assert_array_equal(mat, fresh_mat)
+        for row, name in zip(mat, names, strict=True):  # tiny graph: exact answers
+            assert st.identify(row, top_k=1)[0] == (name, pytest.approx(1.0, abs=1e-5))
+        for i in range(20, 40):  # many removals: the graph is rebuilt
+            st.remove(f"s{i:02d}")
+        st.identify(mat[0], top_k=1)
+        assert live.last_sync["rebuilt"] == 1 and isinstance(live.index, ApproxIndex)

@@ -85,8 +85,8 @@ class UtteranceSet:
 def _migration_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value NOT NULL)")
     conn.execute(
-        "CREATE TABLE speakers (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
-        "created REAL NOT NULL, updated REAL NOT NULL)"
+        "CREATE TABLE speakers (id INTEGER PRIMARY KEY AUTOINCREMENT, "  # ids never reused
+        "name TEXT NOT NULL UNIQUE, created REAL NOT NULL, updated REAL NOT NULL)"
     )
     conn.execute(
         "CREATE TABLE utterances (id INTEGER PRIMARY KEY, "

@@ -47,6 +47,10 @@ class VectorIndex(Protocol):
         """Add ``vectors`` ``(N, dim)`` under integer ``ids`` ``(N,)``."""
         ...
 
+    def remove(self, ids: npt.ArrayLike) -> None:
+        """Stop returning ``ids``; an id, once removed, must not be added again."""
+        ...
+
     def search(self, queries: npt.ArrayLike, k: int) -> tuple[FloatArray, IdArray]:
         """Best ``k`` matches of each query ``(Q, dim)``: scores and ids, both ``(Q, k)``."""
         ...
@@ -145,6 +149,12 @@ class ExactIndex:
             self._chunks.clear()
             self._id_chunks.clear()
 
+    def remove(self, ids: npt.ArrayLike) -> None:
+        """Drop the vectors stored under ``ids`` (unknown ids are ignored)."""
+        self._consolidate()
+        keep = ~np.isin(self._ids, np.asarray(ids, dtype=np.int64))
+        self._vectors, self._ids = self._vectors[keep], self._ids[keep]
+
     def __len__(self) -> int:
         return self._vectors.shape[0] + sum(c.shape[0] for c in self._chunks)
 
@@ -228,7 +238,7 @@ class ApproxIndex:
         normalize: bool = True,
         hnsw_m: int = 32,
         ef_construction: int = 40,
-        ef_search: int = 128,
+        ef_search: int = 256,
         nlist: int | None = None,
         nprobe: int = 32,
         num_threads: int | None = None,
@@ -256,6 +266,8 @@ class ApproxIndex:
         self.num_threads = num_threads
         self._inner: Any = None
         self._index: Any = None
+        self._removed: IdArray = np.zeros(0, dtype=np.int64)
+        self._selector: tuple[Any, Any] | None = None  # (IDSelectorNot, its IDSelectorBatch)
 
     def _create(self, first: FloatArray) -> None:
         faiss = self._faiss
@@ -287,8 +299,23 @@ class ApproxIndex:
                 self._create(vecs)
             self._index.add_with_ids(vecs, id_arr)
 
+    def remove(self, ids: npt.ArrayLike) -> None:
+        """Hide ``ids`` from searches (tombstones: the graph keeps them for navigation).
+
+        faiss HNSW cannot delete nodes; rebuild the index when :attr:`num_removed` grows large.
+        """
+        ids_arr = np.asarray(ids, dtype=np.int64).ravel()
+        self._removed = np.union1d(self._removed, ids_arr)
+        batch = self._faiss.IDSelectorBatch(self._removed)
+        self._selector = (self._faiss.IDSelectorNot(batch), batch)
+
+    @property
+    def num_removed(self) -> int:
+        """Number of tombstoned ids still stored in the index."""
+        return int(self._removed.size)
+
     def __len__(self) -> int:
-        return 0 if self._index is None else int(self._index.ntotal)
+        return 0 if self._index is None else int(self._index.ntotal) - self.num_removed
 
     @property
     def nbytes(self) -> int:
@@ -312,11 +339,12 @@ class ApproxIndex:
         if kk == 0:
             return np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0), np.int64)
         faiss = self._faiss
+        sel = None if self._selector is None else self._selector[0]
         with _omp_threads(faiss, self.num_threads):
             if self.method == "hnsw":
-                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk))
+                params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk), sel=sel)
             else:
-                params = faiss.SearchParametersIVF(nprobe=self._inner.nprobe)
+                params = faiss.SearchParametersIVF(nprobe=self._inner.nprobe, sel=sel)
             scores, ids = self._index.search(q, kk, params=params)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64, copy=False)

@@ -38,6 +38,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from wildvox.store.live_index import LiveIndex, SpeakerMatrix, merge_matrix, stale_speakers
 from wildvox.store.schema import (
     MIGRATIONS,
     Migration,
@@ -54,7 +55,7 @@ from wildvox.store.schema import (
     validate_utterances,
     write_transaction,
 )
-from wildvox.store.search import FloatArray, VectorIndex, build_index
+from wildvox.store.search import FloatArray
 from wildvox.store.transfer import ExportedSpeaker, ImportSummary, read_export, write_export
 
 logger = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class SpeakerStore:
         self.embed_dim = embed_dim
         self.approx_threshold = approx_threshold
         self.search_threads = search_threads
-        self._matrix_cache: tuple[int, list[str], FloatArray] | None = None
-        self._index_cache: tuple[int, VectorIndex] | None = None
+        self._matrix_cache: SpeakerMatrix | None = None
+        self._live = LiveIndex(embed_dim, approx_threshold, search_threads)
+        self._index_generation = -1
         check_sqlite_header(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
@@ -205,7 +207,10 @@ class SpeakerStore:
                 (name, created, updated),
             )
             return int(cur.lastrowid or 0)
-        conn.execute("UPDATE speakers SET updated = ? WHERE id = ?", (updated, row[0]))
+        # strictly increasing, so a change is always visible to other connections' caches
+        conn.execute(
+            "UPDATE speakers SET updated = max(?, updated + 1e-6) WHERE id = ?", (updated, row[0])
+        )
         return int(row[0])
 
     # ---------------------------------------------------------------- public API
@@ -296,38 +301,55 @@ class SpeakerStore:
         """``(names (S,), embeddings (S, D))`` of all speakers, in enrolment order.
 
         Cached until the change counter in ``meta`` moves, so repeated searches read nothing
-        but that counter. The returned array is read-only.
+        but that counter; after a change only the speakers whose ``updated`` time moved are
+        re-read. The returned array is read-only.
         """
+        cache = self._refresh()
+        return list(cache.names), cache.matrix
+
+    def _refresh(self) -> SpeakerMatrix:
         gen = self.generation()
-        if self._matrix_cache is not None and self._matrix_cache[0] == gen:
-            return list(self._matrix_cache[1]), self._matrix_cache[2]
+        old = self._matrix_cache
+        if old is not None and old.generation == gen:
+            return old
         with self._snapshot() as conn:
             gen = int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
-            speakers = conn.execute("SELECT id, name FROM speakers ORDER BY id").fetchall()
-            rows = conn.execute(
-                "SELECT speaker_id, duration, embedding FROM utterances ORDER BY speaker_id, id"
-            ).fetchall()
-        sid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            speakers = conn.execute("SELECT id, name, updated FROM speakers ORDER BY id").fetchall()
+            sids = np.array([r[0] for r in speakers], dtype=np.int64)
+            stamps = np.array([r[2] for r in speakers], dtype=np.float64)
+            stale = stale_speakers(old, sids, stamps)
+            sql = "SELECT speaker_id, duration, embedding FROM utterances"
+            if stale.size > sids.size // 2:
+                rows = conn.execute(sql + " ORDER BY speaker_id, id").fetchall()
+            else:
+                rows = []
+                for start in range(0, stale.size, 500):  # bound the number of SQL parameters
+                    part = stale[start : start + 500].tolist()
+                    marks = ",".join("?" * len(part))
+                    rows += conn.execute(
+                        f"{sql} WHERE speaker_id IN ({marks}) ORDER BY speaker_id, id", part
+                    ).fetchall()
+        uid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         dur = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
         emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
-        ids, pooled = pool_by_speaker(sid, dur, emb.reshape(len(rows), self.embed_dim))
-        row_of = {int(s): i for i, s in enumerate(ids)}
-        names = [n for i, n in speakers if i in row_of]
-        mat = pooled[[row_of[i] for i, _ in speakers if i in row_of]]
-        mat.flags.writeable = False
-        self._matrix_cache = (gen, names, mat)
-        return list(names), mat
+        pooled_ids, pooled = pool_by_speaker(uid, dur, emb.reshape(len(rows), self.embed_dim))
+        names = [r[1] for r in speakers]
+        cache = merge_matrix(old, gen, sids, names, stamps, pooled_ids, pooled)
+        if len(cache.names) < len(names):
+            logger.warning(
+                "%s: %d speakers have no utterances", self.path, len(names) - len(cache.names)
+            )
+        self._matrix_cache = cache
+        logger.debug("%s: re-read %d of %d speakers", self.path, pooled_ids.size, sids.size)
+        return cache
 
-    def index(self) -> tuple[list[str], VectorIndex]:
-        """Search index over :meth:`matrix`, rebuilt only when the store has changed."""
-        names, mat = self.matrix()
-        gen = self._matrix_cache[0] if self._matrix_cache else -1
-        if self._index_cache is None or self._index_cache[0] != gen:
-            t0 = time.perf_counter()
-            idx = build_index(mat, None, self.approx_threshold, self.search_threads)
-            logger.debug("index over %d speakers in %.3f s", len(names), time.perf_counter() - t0)
-            self._index_cache = (gen, idx)
-        return names, self._index_cache[1]
+    def index(self) -> LiveIndex:
+        """The search index over :meth:`matrix`, updated only when the store has changed."""
+        cache = self._refresh()
+        if self._index_generation != cache.generation:
+            self._live.sync(cache.sids, cache.names, cache.matrix)
+            self._index_generation = cache.generation
+        return self._live
 
     def identify(self, query: npt.ArrayLike, top_k: int = 5) -> list[tuple[str, float]]:
         """The ``top_k`` enrolled speakers closest to ``query`` ``(D,)`` by cosine similarity.
@@ -339,11 +361,7 @@ class SpeakerStore:
             raise ValueError(f"query must have shape ({self.embed_dim},), got {q.shape}")
         if not np.issubdtype(q.dtype, np.floating) or not np.isfinite(q).all() or not q.any():
             raise ValueError("query must be a finite, non-zero float vector")
-        names, index = self.index()
-        if not names:
-            return []
-        scores, ids = index.search(q[None, :].astype(np.float32), top_k)
-        return [(names[i], float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+        return self.index().search(q, top_k)
 
     # ---------------------------------------------------------------- export / import
     def export(self, path: str | Path) -> int:
