@@ -222,7 +222,12 @@ def _sample_pairs(
     need: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``need`` distinct (a, b) pairs, a from ``a_idx``, b from ``b_idx``, a != b."""
+    """Up to ``need`` distinct (a, b) pairs, a from ``a_idx``, b from ``b_idx``, a != b.
+
+    Small classes enumerate every valid pair and draw uniformly among them; large ones draw by
+    rejection (targets: a speaker uniformly, then one utterance per side), so that no speaker
+    with many utterances dominates the target trials.
+    """
     if need <= 0 or a_idx.size == 0 or b_idx.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     if a_idx.size * b_idx.size <= _ENUMERATE_LIMIT:
