@@ -417,6 +417,13 @@ def test_exact_index_ids_and_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = np.argsort(-(queries @ base.T), axis=1)[:, :5] + 1000
     np.testing.assert_array_equal(ids, expected)
     assert scores.shape == (300, 5) and (np.diff(scores, axis=1) <= 0).all()
+    removed = np.unique(expected[:20, 0])  # the best match of the first 20 queries
+    index.remove(removed)
+    assert len(index) == 500 - removed.size
+    ranking = np.argsort(-(queries[:20] @ base.T), axis=1) + 1000
+    _, ids_after = index.search(queries[:20], 4)
+    for got, full in zip(ids_after, ranking, strict=True):
+        np.testing.assert_array_equal(got, full[~np.isin(full, removed)][:4])
     with pytest.raises(ValueError, match="shape"):
         index.search(queries[:, :8], 1)
     with pytest.raises(ValueError, match="k must be"):
@@ -450,6 +457,11 @@ def test_ivf_flat_finds_exact_neighbours() -> None:
     index.add(np.arange(2000), base)
     _, top = index.search(base[:50], 1)
     np.testing.assert_array_equal(top[:, 0], np.arange(50))
+    index.remove(np.arange(0, 50, 2))
+    assert len(index) == 1975 and index.num_removed == 25
+    _, top = index.search(base[:50], 1)
+    np.testing.assert_array_equal(top[1::2, 0], np.arange(1, 50, 2))
+    assert not np.isin(top[::2, 0], np.arange(0, 50, 2)).any()
 
 
 def test_store_switches_to_approx_above_threshold_and_falls_back(

@@ -1,5 +1,6 @@
 """Enrolled-speaker store (SQLite) and top-k cosine search over speaker embeddings."""
 
+from wildvox.store.live_index import LiveIndex, SpeakerMatrix
 from wildvox.store.schema import (
     SpeakerConflict,
     SpeakerRecord,
@@ -18,7 +19,9 @@ __all__ = [
     "ApproxIndex",
     "ExactIndex",
     "ImportSummary",
+    "LiveIndex",
     "SpeakerConflict",
+    "SpeakerMatrix",
     "SpeakerRecord",
     "SpeakerStore",
     "StoreError",
