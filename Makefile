@@ -6,7 +6,7 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 DATA ?= $(or $(WILDVOX_DATA),../shared/corpora/wildmix)
 
-.PHONY: demo test lint typecheck pytest venv bench clean
+.PHONY: demo train-demo test lint typecheck pytest venv bench clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/wildvox demo --data $(DATA)
+
+train-demo: $(STAMP)
+	$(VENV)/bin/wildvox train-demo --data $(DATA)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from wildvox.api import load_model
+from wildvox.api import PRETRAINED, load_model
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
+from wildvox.cli.demo import train_demo
 from wildvox.config import ConfigError, load_config
 from wildvox.data.corpora.voxceleb import CorpusError, load_corpus
 from wildvox.data.trials import read_trials
 from wildvox.evaluation import embed_ids
 from wildvox.inference.calibration import fit_model_calibration
 from wildvox.inference.extract import extract_embeddings
-from wildvox.inference.model_io import ModelFileError, load_exported, update_model_extra
+from wildvox.inference.model_io import WEIGHTS, ModelFileError, load_exported, update_model_extra
 from wildvox.report import write_sections
 from wildvox.showcase import run_showcase
 
@@ -32,6 +33,10 @@ def demo(
     setup_logging()
     started = time.perf_counter()
     root = resolve_data(data)
+    if model is None and not (PRETRAINED / WEIGHTS).is_file():
+        console.print("no shipped model in this installation: training one with the demo recipe")
+        train_demo(data=root, config=None, set_=[], run=None, fresh=False, workers=workers)
+        return
     try:
         m = load_model(model)
     except ModelFileError as exc:
