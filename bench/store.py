@@ -52,7 +52,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=40)
     parser.add_argument("--ef-search", type=int, nargs="+", default=[64, 128, 256, 512])
-    parser.add_argument("--build-threads", type=int, default=2, help="threads for HNSW build")
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--methods", nargs="+", default=["ivf_flat", "hnsw"])
+    parser.add_argument("--hnsw-max-size", type=int, default=1_000_000)
+    parser.add_argument("--build-threads", type=int, default=2, help="threads for index builds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     return parser.parse_args()
@@ -105,12 +108,64 @@ def recall(exact_ids: np.ndarray, approx_ids: np.ndarray) -> dict[str, float]:
     return {"recall@1": at1, "recall@5": at5}
 
 
-def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
+def bench_approx(
+    method: str,
+    ids: np.ndarray,
+    base: np.ndarray,
+    queries: dict[str, np.ndarray],
+    truth: dict[str, np.ndarray],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Build one approximate index, sweep its query-time knob, time a 100-speaker update."""
+    rss0, t0 = rss_mib(), time.perf_counter()
+    approx = ApproxIndex(
+        DIM,
+        method=method,
+        hnsw_m=args.hnsw_m,
+        ef_construction=args.ef_construction,
+        num_threads=args.build_threads,
+        seed=args.seed,
+    )
+    approx.add(ids, base)
+    out: dict[str, Any] = {
+        "build_s": time.perf_counter() - t0,
+        "build_threads": args.build_threads,
+        "index_mib": approx.nbytes / 2**20,
+        "rss_growth_mib": rss_mib() - rss0,
+    }
+    approx.num_threads = 1
+    knob, values = ("ef", args.ef_search) if method == "hnsw" else ("nprobe", args.nprobe)
+    for value in values:  # query-time setting: no rebuild needed
+        if method == "hnsw":
+            approx.ef_search = value
+        else:
+            approx.nprobe = value
+        per: dict[str, Any] = {}
+        for name, q in queries.items():
+            found = approx.search(q, TOP_K)[1]
+            per[name] = {**latencies(approx.search, q), **recall(truth[name], found)}
+        out[f"{knob}{value}"] = per
+    # What LiveIndex does when 100 speakers change: tombstone the old rows, add new ones.
+    t0 = time.perf_counter()
+    approx.remove(ids[:100])
+    approx.add(ids.max() + 1 + np.arange(100), base[:100])
+    out["update_100_s"] = time.perf_counter() - t0
+    return out
+
+
+def bench_size(
+    n: int,
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    row: dict[str, Any],
+    save: Callable[[], None],
+) -> None:
+    """Fill ``row`` with exact and approximate results for ``n`` speakers, saving as it goes."""
     print(f"[{n}] generating data", flush=True)
     base = unit_vectors(rng, n)
     queries = query_sets(rng, base, args.queries)
     ids = np.arange(n)
-    row: dict[str, Any] = {"speakers": n, "base_mib": base.nbytes / 2**20}
+    row.update({"speakers": n, "base_mib": base.nbytes / 2**20})
 
     rss0, t0 = rss_mib(), time.perf_counter()
     exact = ExactIndex(DIM)
@@ -125,30 +180,15 @@ def bench_size(n: int, args: argparse.Namespace, rng: np.random.Generator) -> di
     for name, q in queries.items():
         row["exact"][name] = latencies(exact.search, q)
     print(f"[{n}] exact {row['exact']}", flush=True)
-
-    rss0, t0 = rss_mib(), time.perf_counter()
-    threads = args.build_threads
-    approx = ApproxIndex(DIM, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
-    approx.num_threads = threads
-    approx.add(ids, base)
-    row["hnsw"] = {
-        "build_s": time.perf_counter() - t0,
-        "build_threads": args.build_threads,
-        "index_mib": approx.nbytes / 2**20,
-        "rss_growth_mib": rss_mib() - rss0,
-    }
-    approx.num_threads = 1
-    for ef in args.ef_search:  # query-time beam width: no rebuild needed
-        approx.ef_search = ef
-        per_ef: dict[str, Any] = {}
-        for name, q in queries.items():
-            found = approx.search(q, TOP_K)[1]
-            per_ef[name] = {**latencies(approx.search, q), **recall(truth[name], found)}
-        row["hnsw"][f"ef{ef}"] = per_ef
-    print(f"[{n}] hnsw {row['hnsw']}", flush=True)
-    del exact, approx, base
-    gc.collect()
-    return row
+    del exact
+    save()
+    for method in args.methods:
+        if method == "hnsw" and n > args.hnsw_max_size:
+            continue
+        row[method] = bench_approx(method, ids, base, queries, truth, args)
+        print(f"[{n}] {method} {row[method]}", flush=True)
+        save()
+        gc.collect()
 
 
 def bench_sqlite(n: int, args: argparse.Namespace, rng: np.random.Generator) -> dict[str, Any]:
@@ -174,7 +214,11 @@ def bench_sqlite(n: int, args: argparse.Namespace, rng: np.random.Generator) -> 
             store.identify(queries[0], TOP_K)
             row["first_identify_s"] = time.perf_counter() - t0
             row["identify"] = latencies(lambda q, k: store.identify(q[0], k), queries)
-            row["index"] = type(store.index()[1]).__name__
+            store.enroll("late", utts[0], durations, ["a.wav", "b.wav", "c.wav"])
+            t0 = time.perf_counter()  # re-reads one speaker, re-syncs the index
+            store.identify(queries[0], TOP_K)
+            row["identify_after_enrol_s"] = time.perf_counter() - t0
+            row["index"] = type(store.index().index).__name__
         assert len(names) == n
     print(f"[sqlite {n}] {row}", flush=True)
     return row
@@ -186,9 +230,10 @@ def markdown(report: dict[str, Any]) -> str:
         "# Speaker store: exact vs approximate identify",
         "",
         f"{cfg['queries']} queries per set, top-{TOP_K}, one query at a time, 1 search thread; "
-        f"256-d synthetic unit vectors. HNSW (faiss) M={cfg['hnsw_m']}, efConstruction="
-        f"{cfg['ef_construction']}, built with {cfg['build_threads']} threads; efSearch is "
-        f"varied at query time on the same graph. {report['machine']}; load average "
+        f"256-d synthetic unit vectors. faiss HNSW M={cfg['hnsw_m']}, efConstruction="
+        f"{cfg['ef_construction']}, efSearch varied at query time on one graph; faiss IVF-flat "
+        "with sqrt(N) cells trained on 64 vectors per cell, nprobe varied at query time. "
+        f"Indexes built with {cfg['build_threads']} threads. {report['machine']}; load average "
         f"{report['load_before']} at start, {report['load_after']} at the last write "
         "(shared machine: latencies are inflated and noisy).",
         "",
@@ -197,22 +242,44 @@ def markdown(report: dict[str, Any]) -> str:
         "|---:|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in report["sizes"]:
-        ex, hn = row["exact"], row["hnsw"]
+        if "exact" not in row:
+            continue
+        ex = row["exact"]
         for qs in ("enrolled", "random"):
             lines.append(
                 f"| {row['speakers']:,} | exact | {ex['build_s']:.2f} | {ex['index_mib']:.0f} "
                 f"| {ex['rss_growth_mib']:.0f} | {qs} | {ex[qs]['p50_ms']:.3f} "
                 f"| {ex[qs]['p99_ms']:.3f} | 1 (ref) | 1 (ref) |"
             )
-        for key in (k for k in hn if k.startswith("ef")):
-            for qs in ("enrolled", "random"):
-                r = hn[key][qs]
-                lines.append(
-                    f"| {row['speakers']:,} | hnsw {key} | {hn['build_s']:.1f} "
-                    f"| {hn['index_mib']:.0f} | {hn['rss_growth_mib']:.0f} | {qs} "
-                    f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['recall@1']:.3f} "
-                    f"| {r['recall@5']:.3f} |"
-                )
+        for method, knob in (("ivf_flat", "nprobe"), ("hnsw", "ef")):
+            if method not in row:
+                continue
+            ap = row[method]
+            for key in (k for k in ap if k.startswith(knob)):
+                for qs in ("enrolled", "random"):
+                    r = ap[key][qs]
+                    lines.append(
+                        f"| {row['speakers']:,} | {method} {key} | {ap['build_s']:.1f} "
+                        f"| {ap['index_mib']:.0f} | {ap['rss_growth_mib']:.0f} | {qs} "
+                        f"| {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['recall@1']:.3f} "
+                        f"| {r['recall@5']:.3f} |"
+                    )
+    updates = [
+        f"| {row['speakers']:,} | {m} | {row[m]['build_s']:.1f} | {row[m]['update_100_s']:.3f} |"
+        for row in report["sizes"]
+        for m in ("ivf_flat", "hnsw")
+        if m in row
+    ]
+    if updates:
+        lines += [
+            "",
+            "Keeping an approximate index in step with the store (what `LiveIndex` does when "
+            "100 speakers change: tombstone their old rows, add the new ones) vs building it:",
+            "",
+            "| speakers | index | build s | update 100 speakers s |",
+            "|---:|---|---:|---:|",
+            *updates,
+        ]
     if report["sqlite"]:
         lines += [
             "",
@@ -220,15 +287,16 @@ def markdown(report: dict[str, Any]) -> str:
             "identify = cached matrix and index, one change-counter read per call):",
             "",
             "| speakers | enrol total s | ms/speaker | file MiB | load matrix s | first identify s "
-            "| identify p50 ms | p99 ms | index |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+            "| identify p50 ms | p99 ms | identify after 1 more enrolment s | index |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in report["sqlite"]:
             lines.append(
                 f"| {r['speakers']:,} | {r['enroll_total_s']:.1f} "
                 f"| {r['enroll_per_speaker_ms']:.2f} | {r['file_mib']:.0f} "
                 f"| {r['load_matrix_s']:.2f} | {r['first_identify_s']:.3f} "
-                f"| {r['identify']['p50_ms']:.3f} | {r['identify']['p99_ms']:.3f} | {r['index']} |"
+                f"| {r['identify']['p50_ms']:.3f} | {r['identify']['p99_ms']:.3f} "
+                f"| {r['identify_after_enrol_s']:.3f} | {r['index']} |"
             )
     lines += [
         "",
@@ -268,8 +336,9 @@ def main() -> None:
             report["sqlite"].append(bench_sqlite(n, args, rng))
             save(report, args.out)
         for n in args.sizes:
-            report["sizes"].append(bench_size(n, args, rng))
-            save(report, args.out)
+            row: dict[str, Any] = {}
+            report["sizes"].append(row)
+            bench_size(n, args, rng, row, lambda: save(report, args.out))
     print(markdown(report))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -96,6 +97,7 @@ class LiveIndex:
         num_threads: OpenMP threads for the approximate index (``None``: faiss default).
         rebuild_fraction: rebuild the approximate index when tombstones exceed this fraction
             of the speakers.
+        method: the approximate index, ``"hnsw"`` or ``"ivf_flat"`` (see :class:`ApproxIndex`).
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class LiveIndex:
         approx_threshold: int = 50_000,
         num_threads: int | None = None,
         rebuild_fraction: float = 0.2,
+        method: Literal["hnsw", "ivf_flat"] = "hnsw",
     ) -> None:
         self.dim = dim
+        self.method: Literal["hnsw", "ivf_flat"] = method
         self.approx_threshold = approx_threshold
         self.num_threads = num_threads
         self.rebuild_fraction = rebuild_fraction
@@ -127,7 +131,9 @@ class LiveIndex:
 
     def _rebuild(self, sids: IdArray, names: list[str], matrix: FloatArray) -> None:
         slots = np.arange(sids.size, dtype=np.int64)
-        self._index = build_index(matrix, slots, self.approx_threshold, self.num_threads)
+        self._index = build_index(
+            matrix, slots, self.approx_threshold, self.num_threads, method=self.method
+        )
         self._slot_of_sid = {int(s): i for i, s in enumerate(sids)}
         self._slot_names = list(names)
 

@@ -223,9 +223,10 @@ class ApproxIndex:
             ``4 * dim`` of the vectors).
         ef_construction: HNSW build beam width (build cost grows linearly with it).
         ef_search: HNSW query beam width; raised to ``k`` when smaller.
-        nlist: IVF cell count; default ``4 * sqrt(N)`` of the first ``add``.
-        nprobe: IVF cells visited per query.
+        nlist: IVF cell count; default ``sqrt(N)`` of the first ``add``.
+        nprobe: IVF cells visited per query (search cost ~ ``nprobe / nlist * N``).
         num_threads: OpenMP threads used during ``add``/``search`` (``None``: faiss' setting).
+        seed: seed of the IVF training sample and k-means.
 
     Raises:
         ImportError: faiss is not installed (use :func:`build_index` for a fallback).
@@ -242,6 +243,7 @@ class ApproxIndex:
         nlist: int | None = None,
         nprobe: int = 32,
         num_threads: int | None = None,
+        seed: int = 0,
     ) -> None:
         try:
             import faiss
@@ -264,6 +266,7 @@ class ApproxIndex:
         self.nlist = nlist
         self.nprobe = nprobe
         self.num_threads = num_threads
+        self.seed = seed
         self._inner: Any = None
         self._index: Any = None
         self._removed: IdArray = np.zeros(0, dtype=np.int64)
@@ -276,13 +279,19 @@ class ApproxIndex:
             inner.hnsw.efConstruction = self.ef_construction
         else:
             n = first.shape[0]
-            nlist = self.nlist or max(1, min(n // 39, int(4 * np.sqrt(n))))
+            nlist = self.nlist or max(1, int(np.sqrt(n)))
+            # k-means on at most 64 points per cell (faiss' minimum is 39): training cost
+            # grows with nlist * sample, which would be 1e6 * 4e3 at 1M vectors otherwise.
+            sample = first
+            if n > 64 * nlist:
+                pick = np.random.default_rng(self.seed).choice(n, 64 * nlist, replace=False)
+                sample = first[np.sort(pick)]
             quantizer = faiss.IndexFlatIP(self.dim)
             inner = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-            inner.train(first)
-            inner.nprobe = min(self.nprobe, nlist)
+            inner.cp.seed = self.seed
+            inner.train(sample)
             self._quantizer = quantizer  # the IVF index does not own it
-            logger.debug("trained IVF-flat with %d cells on %d vectors", nlist, n)
+            logger.debug("trained IVF-flat: %d cells, %d vectors", nlist, sample.shape[0])
         self._inner = inner
         self._index = faiss.IndexIDMap(inner)
 
@@ -344,7 +353,8 @@ class ApproxIndex:
             if self.method == "hnsw":
                 params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, kk), sel=sel)
             else:
-                params = faiss.SearchParametersIVF(nprobe=self._inner.nprobe, sel=sel)
+                nprobe = min(self.nprobe, self._inner.nlist)
+                params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
             scores, ids = self._index.search(q, kk, params=params)
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64, copy=False)
@@ -355,8 +365,10 @@ def build_index(
     ids: npt.ArrayLike | None = None,
     approx_threshold: int = 50_000,
     num_threads: int | None = None,
+    method: Literal["hnsw", "ivf_flat"] = "hnsw",
 ) -> VectorIndex:
-    """An index holding ``vectors`` ``(N, D)``: exact below ``approx_threshold`` rows, else HNSW.
+    """An index holding ``vectors`` ``(N, D)``: exact below ``approx_threshold`` rows, else
+    :class:`ApproxIndex` with ``method``.
 
     When ``N >= approx_threshold`` but faiss is not importable, logs a warning and returns an
     :class:`ExactIndex`. ``ids`` default to ``0..N-1``.
@@ -368,7 +380,7 @@ def build_index(
     id_arr = np.arange(n, dtype=np.int64) if ids is None else ids
     index: VectorIndex
     if n >= approx_threshold and faiss_available():
-        index = ApproxIndex(dim, num_threads=num_threads)
+        index = ApproxIndex(dim, method=method, num_threads=num_threads)
     else:
         if n >= approx_threshold:
             logger.warning(

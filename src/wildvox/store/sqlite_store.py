@@ -76,6 +76,8 @@ class SpeakerStore:
         approx_threshold: from this many speakers on, ``identify`` uses approximate search.
         busy_timeout_s: how long a write waits for another process' transaction, in seconds.
         search_threads: OpenMP threads for the approximate index (``None``: faiss default).
+        approx_method: ``"hnsw"`` (best recall per query, slow to build) or ``"ivf_flat"``
+            (builds in seconds); see ``bench/results/store.md``.
 
     Raises:
         StoreError: the file is not SQLite, is corrupt, is not a wildvox store, or has a newer
@@ -94,6 +96,7 @@ class SpeakerStore:
         approx_threshold: int = 50_000,
         busy_timeout_s: float = 30.0,
         search_threads: int | None = None,
+        approx_method: Literal["hnsw", "ivf_flat"] = "hnsw",
     ) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise ValueError("model_id must be a non-empty string")
@@ -105,7 +108,7 @@ class SpeakerStore:
         self.approx_threshold = approx_threshold
         self.search_threads = search_threads
         self._matrix_cache: SpeakerMatrix | None = None
-        self._live = LiveIndex(embed_dim, approx_threshold, search_threads)
+        self._live = LiveIndex(embed_dim, approx_threshold, search_threads, method=approx_method)
         self._index_generation = -1
         check_sqlite_header(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
