@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -201,6 +202,10 @@ def test_model_mismatch_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreModelMismatch) as info:
         SpeakerStore(path, "another", DIM)
     assert info.value.stored == (MODEL, DIM) and info.value.requested == ("another", DIM)
+    copy = pickle.loads(pickle.dumps(info.value))  # errors cross process boundaries intact
+    assert str(copy) == str(info.value) and copy.requested == ("another", DIM)
+    unknown = pickle.loads(pickle.dumps(UnknownSpeaker(path, "zed")))
+    assert unknown.name == "zed" and str(path) in str(unknown)
     with pytest.raises(StoreModelMismatch, match="dim 16"):
         SpeakerStore(path, MODEL, 16)
 

@@ -47,6 +47,7 @@ class StoreModelMismatch(StoreError):
         )
         self.stored = stored
         self.requested = requested
+        self.args = (path, stored, requested)  # so the exception pickles across processes
 
 
 class UnknownSpeaker(StoreError, KeyError):
@@ -55,6 +56,7 @@ class UnknownSpeaker(StoreError, KeyError):
     def __init__(self, path: str | Path, name: str) -> None:
         super().__init__(path, f"no enrolled speaker named {name!r}")
         self.name = name
+        self.args = (path, name)
 
 
 class SpeakerConflict(StoreError):
