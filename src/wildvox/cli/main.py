@@ -7,6 +7,7 @@ import typer
 from wildvox.cli.demo import train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
 from wildvox.cli.product import enroll, identify, speakers_app, verify
+from wildvox.cli.scoring import backend_report_command, calibrate, fuse, normalize
 from wildvox.cli.ship import calibrate_model, demo
 from wildvox.cli.train import train
 
@@ -27,6 +28,10 @@ app.command("calibrate-model")(calibrate_model)
 app.command()(verify)
 app.command()(enroll)
 app.command()(identify)
+app.command()(normalize)
+app.command()(calibrate)
+app.command()(fuse)
+app.command("backend-report")(backend_report_command)
 app.add_typer(speakers_app, name="speakers")
 
 if __name__ == "__main__":
