@@ -2,11 +2,11 @@
 
 :class:`LiveIndex` is synchronised with the store's speaker matrix: ``sync(speaker_ids, names,
 matrix)``. It finds the rows that are new or changed since the last sync and the speakers that
-are gone. Exact search is simply rebuilt (a copy of the matrix). An approximate (HNSW) index,
-whose build takes minutes at 100k+ speakers, is updated in place instead: changed and removed
-speakers are tombstoned, changed and new ones are added under fresh slot ids, and the graph is
-rebuilt only when tombstones exceed ``rebuild_fraction`` of it, or when the size crosses
-``approx_threshold``.
+are gone. Exact search is simply rebuilt (a copy of the matrix). An approximate index (an
+HNSW build costs tens of CPU-seconds per 100k speakers) is updated in place instead: changed
+and removed speakers are tombstoned, changed and new ones are added under fresh slot ids, and
+the index is rebuilt only when tombstones exceed ``rebuild_fraction`` of it, or when the size
+crosses ``approx_threshold``.
 
     >>> import numpy as np
     >>> live = LiveIndex(dim=2, approx_threshold=10)
@@ -176,7 +176,8 @@ class LiveIndex:
         if rebuild:
             self._rebuild(sids, names, matrix)
         elif index is not None:
-            index.remove(np.array([self._slot_of_sid.pop(s) for s in dead], dtype=np.int64))
+            if dead:
+                index.remove(np.array([self._slot_of_sid.pop(s) for s in dead], dtype=np.int64))
             fresh = np.flatnonzero(~same)
             slots = np.arange(len(self._slot_names), len(self._slot_names) + fresh.size)
             index.add(slots, matrix[fresh])
