@@ -68,11 +68,14 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def write_report(out_dir: Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``out_dir`` (atomically, each)."""
+def write_report(
+    out_dir: Path, report: dict[str, Any], markdown: str | None = None
+) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` (``markdown``, default :func:`render_markdown`)
+    into ``out_dir``, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = (out_dir / "report.json", out_dir / "report.md")
-    texts = (json.dumps(report, indent=2, default=str), render_markdown(report))
+    texts = (json.dumps(report, indent=2, default=str), markdown or render_markdown(report))
     for path, text in zip(paths, texts, strict=True):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
@@ -92,7 +95,12 @@ def render_sections(title: str, sections: dict[str, Any]) -> str:
     out = [f"# {title}", ""]
     for name, body in sections.items():
         out += [f"## {name}", ""]
-        if isinstance(body, list) and body and isinstance(body[0], dict):
+        nested = isinstance(body, dict) and any(isinstance(v, list) for v in body.values())
+        if nested:  # a section of sub-sections: render each one a level down
+            sub = render_sections(name, body).split("\n")[2:]
+            out += [line.replace("## ", "### ", 1) if line.startswith("## ") else line
+                    for line in sub]  # fmt: skip
+        elif isinstance(body, list) and body and isinstance(body[0], dict):
             keys = list(body[0])
             out += _table(keys, [[_cell(row.get(k)) for k in keys] for row in body])
         elif isinstance(body, dict) and body and all(isinstance(v, dict) for v in body.values()):
@@ -108,11 +116,4 @@ def render_sections(title: str, sections: dict[str, Any]) -> str:
 
 def write_sections(out_dir: Path, title: str, report: dict[str, Any]) -> tuple[Path, Path]:
     """Like :func:`write_report` for :func:`render_sections` reports."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = (out_dir / "report.json", out_dir / "report.md")
-    texts = (json.dumps(report, indent=2, default=str), render_sections(title, report))
-    for path, text in zip(paths, texts, strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return paths
+    return write_report(out_dir, report, render_sections(title, report))
