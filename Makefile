@@ -41,3 +41,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The Resemblyzer peer (bench/peers/) in its own venv: it pulls librosa/numba and setuptools<81.
+PEER_VENV := .venv-peer
+.PHONY: peer-env
+peer-env: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed: bench/peers/requirements-resemblyzer.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements-resemblyzer.txt
+	$(PEER_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0+cpu'), torch.__version__"
+	touch $@

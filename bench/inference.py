@@ -1,0 +1,383 @@
+"""Benchmark: embedding cost and verification accuracy of our model against Resemblyzer.
+
+On the same wildmix files, in one run:
+
+- **Cost**: the real-time factor (RTF = CPU seconds per second of audio, file decoding included;
+  lower is better) of embedding a fixed subset of ``veri_test.txt`` utterances (``--subset``,
+  default 300, chosen with ``--seed``), on 1 and 2 threads, median of ``--repeats`` passes after an
+  untimed warm-up call. Ours is loaded with ``wildvox.api.load_model`` and timed two ways: one file
+  at a time (``model.embed``, like Resemblyzer's ``embed_utterance``) and in length-sorted batches
+  (``model.embed_batch``). Resemblyzer (GE2E d-vector, read + VAD + embed) runs in its own venv
+  (``make peer-env``) through ``bench/peers/resemblyzer_embed.py``, as a subprocess. Wall-clock
+  RTFs are recorded too; on a shared machine they mostly measure the other jobs.
+- **Accuracy**: EER and MinDCF (p_target 0.01, c_miss = c_fa = 1) on the full ``veri_test.txt``,
+  cosine scores of each system's embeddings.
+
+Writes ``<out>/inference.json`` (every number, every pass) and ``<out>/inference.md``::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/inference.py       # model: the shipped one
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/inference.py --model runs/default/model \
+        --peer-veri-npz runs/teacher/resemblyzer_veri.npz            # reuse the peer's veri pass
+
+On a busy machine idle OpenMP threads spin and inflate the 2-thread CPU times;
+``OMP_WAIT_POLICY=PASSIVE`` (read when torch is imported; recorded in the JSON and passed on to
+the peer subprocess) reduces that for both systems alike.
+
+The model defaults to the first of ``src/wildvox/pretrained/default`` and ``runs/default/model``
+that exists. Our product API refuses clips under 0.5 s; ``--min-seconds`` (default 0.1) lowers that
+here so that every trial of ``veri_test.txt`` (shortest clip 0.29 s) is scored by both systems.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from wildvox.api import SpeakerModel, load_model
+from wildvox.data.trials import read_trials
+from wildvox.metrics.verification import compute_eer, compute_min_dcf
+from wildvox.scoring.cosine import cosine_score_pairs
+
+logger = logging.getLogger("bench.inference")
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CANDIDATES = (REPO / "src/wildvox/pretrained/default", REPO / "runs/default/model")
+PEER_PYTHON = REPO / ".venv-peer/bin/python"
+PEER_SCRIPT = REPO / "bench/peers/resemblyzer_embed.py"
+P_TARGET = 0.01
+
+
+def resolve_model(path: Path | None) -> Path:
+    """The model folder: ``path`` if given, else the first existing default candidate.
+
+    Raises:
+        FileNotFoundError: ``path`` has no ``model.json``, or no candidate exists.
+    """
+    candidates = (path,) if path is not None else MODEL_CANDIDATES
+    for candidate in candidates:
+        if candidate is not None and (candidate / "model.json").is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no exported wildvox model found (tried {tried}); pass --model DIR")
+
+
+def default_data() -> Path:
+    """``$WILDVOX_DATA``, else ``../shared/corpora/wildmix`` beside the repository."""
+    env = os.environ.get("WILDVOX_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "corpora" / "wildmix"
+
+
+def pick_subset(files: Sequence[str], size: int, seed: int) -> list[str]:
+    """A fixed random subset of ``size`` files (all of them when fewer), in sorted order."""
+    ordered = sorted(set(files))
+    if size >= len(ordered):
+        return ordered
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(ordered), size=size, replace=False)
+    return [ordered[i] for i in sorted(chosen)]
+
+
+def trial_metrics(
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    enroll: Sequence[str],
+    test: Sequence[str],
+    labels: np.ndarray,
+) -> dict[str, float]:
+    """EER and MinDCF(0.01) of cosine scores.
+
+    Args:
+        ids: (N,) utterance ids of ``embeddings``.
+        embeddings: (N, D) float embeddings (need not be normalised).
+        enroll, test: (T,) trial sides, ids among ``ids``.
+        labels: (T,) 1 target / 0 non-target.
+
+    Returns:
+        ``{"eer": fraction, "min_dcf": normalised cost, "trials": T}``.
+
+    Raises:
+        KeyError: a trial names an utterance without an embedding.
+    """
+    row = {utt: i for i, utt in enumerate(ids)}
+    missing = sorted({u for u in (*enroll, *test) if u not in row})
+    if missing:
+        raise KeyError(f"{len(missing)} trial utterances have no embedding, e.g. {missing[:3]}")
+    scores = cosine_score_pairs(
+        embeddings[[row[u] for u in enroll]], embeddings[[row[u] for u in test]]
+    )
+    eer, _ = compute_eer(scores, labels)
+    min_dcf, _ = compute_min_dcf(scores, labels, p_target=P_TARGET)
+    return {"eer": eer, "min_dcf": min_dcf, "trials": len(labels)}
+
+
+def timed_passes(run: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """CPU and wall seconds of each of ``repeats`` calls of ``run``."""
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        run()
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+    return cpu, wall
+
+
+def rtf_record(cpu: list[float], wall: list[float], audio_seconds: float) -> dict[str, Any]:
+    """Medians and per-pass values of CPU and wall RTF (seconds per second of audio)."""
+    return {
+        "rtf_cpu": statistics.median(cpu) / audio_seconds,
+        "rtf_wall": statistics.median(wall) / audio_seconds,
+        "cpu_seconds": cpu,
+        "wall_seconds": wall,
+    }
+
+
+def time_ours(
+    model: SpeakerModel, paths: list[str], threads: int, repeats: int, audio_seconds: float
+) -> dict[str, dict[str, Any]]:
+    """RTF of our model on ``paths`` with ``threads`` torch threads: per file and batched."""
+    torch.set_num_threads(threads)
+    results = {}
+    model.embed_batch(paths[:4], batch_size=2)  # untimed warm-up: one-off allocations
+    cpu, wall = timed_passes(lambda: [model.embed(p) for p in paths], repeats)
+    results["embed"] = rtf_record(cpu, wall, audio_seconds)
+    cpu, wall = timed_passes(lambda: model.embed_batch(paths, batch_size=16), repeats)
+    results["embed_batch"] = rtf_record(cpu, wall, audio_seconds)
+    logger.info(
+        "ours, %d thread(s): RTF %.4f per file, %.4f batched (CPU s / audio s)",
+        threads,
+        results["embed"]["rtf_cpu"],
+        results["embed_batch"]["rtf_cpu"],
+    )
+    return results
+
+
+def run_peer(
+    peer_python: Path,
+    data: Path,
+    files: list[str],
+    threads: int,
+    repeats: int,
+    workdir: Path,
+    tag: str,
+) -> dict[str, np.ndarray]:
+    """Embed ``files`` (relative to ``<data>/wav``) with Resemblyzer in the peer venv.
+
+    Returns:
+        The arrays of the peer script's ``.npz`` (see ``bench/peers/resemblyzer_embed.py``).
+
+    Raises:
+        RuntimeError: the peer script failed, or skipped a file.
+    """
+    listing = workdir / f"{tag}.txt"
+    listing.write_text("".join(f"{f} {data / 'wav' / f}\n" for f in files), encoding="utf-8")
+    out = workdir / f"{tag}.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    cmd = [str(peer_python), str(PEER_SCRIPT), "--list", str(listing), "--out", str(out)]
+    cmd += ["--threads", str(threads), "--repeats", str(repeats), "--log-every", "0"]
+    logger.info("Resemblyzer: %d files, %d thread(s), %d pass(es)", len(files), threads, repeats)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{PEER_SCRIPT.name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    with np.load(out) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    if len(arrays["ids"]) != len(files):
+        raise RuntimeError(f"Resemblyzer skipped files:\n{proc.stderr[-3000:]}")
+    return arrays
+
+
+def peer_rtf(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """RTF record from the per-pass totals of the peer script."""
+    audio = float(arrays["durations"].sum())
+    return rtf_record(
+        [float(x) for x in arrays["repeat_cpu_seconds"]],
+        [float(x) for x in arrays["repeat_wall_seconds"]],
+        audio,
+    )
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """The results as a markdown table plus a one-line verdict."""
+    rz = result["systems"]["resemblyzer"]
+    base = rz["threads"]["1"]["rtf_cpu"]
+    lines = [
+        "# Inference: our model vs Resemblyzer on wildmix",
+        "",
+        f"Model `{result['model']['path']}` (`{result['model']['id']}`, "
+        f"{result['model']['params'] / 1e6:.2f} M params). Timing: {result['subset']['files']} "
+        f"veri_test utterances ({result['subset']['audio_seconds']:.0f} s of audio), decoding "
+        f"included, median of {result['repeats']} passes; RTF = CPU s / audio s (lower is faster). "
+        f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores.",
+        "",
+        "| system | RTF 1 thread | RTF 2 threads | ratio to Resemblyzer (1 thread) "
+        "| EER % | MinDCF0.01 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    rows = [
+        ("ours, per file (`embed`)", "ours", "embed"),
+        ("ours, batched (`embed_batch`)", "ours", "embed_batch"),
+        ("Resemblyzer 0.1.4 (read + VAD + embed)", "resemblyzer", None),
+    ]
+    for label, system, mode in rows:
+        rec = result["systems"][system]
+        t1, t2 = (rec["threads"][k] if mode is None else rec["threads"][k][mode] for k in "12")
+        lines.append(
+            f"| {label} | {t1['rtf_cpu']:.4f} | {t2['rtf_cpu']:.4f} | {t1['rtf_cpu'] / base:.2f} "
+            f"| {100 * rec['accuracy']['eer']:.2f} | {rec['accuracy']['min_dcf']:.3f} |"
+        )
+    lines += ["", "Wall-clock RTF (shared machine: includes waiting for other jobs):", ""]
+    lines += ["| system | 1 thread | 2 threads |", "|---|---:|---:|"]
+    for label, system, mode in rows:
+        rec = result["systems"][system]
+        t1, t2 = (rec["threads"][k] if mode is None else rec["threads"][k][mode] for k in "12")
+        lines.append(f"| {label} | {t1['rtf_wall']:.4f} | {t2['rtf_wall']:.4f} |")
+    lines += ["", result["verdict"], ""]
+    load = result["machine"]["load_average"]
+    lines.append(
+        f"Machine: {result['machine']['cpus']} CPUs, load average {load['start']:.1f} at start, "
+        f"{load['end']:.1f} at end; torch {result['machine']['torch']}."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def verdict(result: dict[str, Any]) -> str:
+    """One honest sentence on speed and accuracy, whichever way the gap goes."""
+    ours, rz = result["systems"]["ours"], result["systems"]["resemblyzer"]
+    speed = rz["threads"]["1"]["rtf_cpu"] / ours["threads"]["1"]["embed"]["rtf_cpu"]
+    faster = f"{speed:.1f}x faster" if speed >= 1 else f"{1 / speed:.1f}x slower"
+    d_eer = 100 * (ours["accuracy"]["eer"] - rz["accuracy"]["eer"])
+    better = "lower (better)" if d_eer < 0 else "higher (worse)"
+    d_dcf = ours["accuracy"]["min_dcf"] - rz["accuracy"]["min_dcf"]
+    return (
+        f"Verdict: one file at a time on 1 thread our model is {faster} than Resemblyzer; its EER "
+        f"is {abs(d_eer):.2f} points {better} ({100 * ours['accuracy']['eer']:.2f} % vs "
+        f"{100 * rz['accuracy']['eer']:.2f} %) and its MinDCF0.01 {d_dcf:+.3f} "
+        f"({ours['accuracy']['min_dcf']:.3f} vs {rz['accuracy']['min_dcf']:.3f})."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="wildmix folder")
+    parser.add_argument("--model", type=Path, default=None, help="exported model folder")
+    parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
+    parser.add_argument("--subset", type=int, default=300, help="utterances timed")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes (median)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-seconds", type=float, default=0.1, help="shortest clip accepted")
+    parser.add_argument(
+        "--peer-veri-npz",
+        type=Path,
+        default=None,
+        help="reuse Resemblyzer embeddings of the veri_test files (resemblyzer_embed.py output, "
+        "ids relative to wav/) instead of computing them",
+    )
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.subset < 1 or args.repeats < 1:
+        parser.error("--subset and --repeats must be >= 1")
+    trials_path = args.data / "veri_test.txt"
+    if not trials_path.is_file():
+        parser.error(f"{trials_path} not found (set --data or WILDVOX_DATA)")
+    if not args.peer_python.is_file():
+        parser.error(f"{args.peer_python} not found: run `make peer-env` first")
+    model_dir = resolve_model(args.model)
+    load_start = os.getloadavg()[0]
+
+    trials = read_trials(trials_path)
+    labels = np.asarray(trials.labels)
+    all_files = sorted(set(trials.enroll) | set(trials.test))
+    subset = pick_subset(all_files, args.subset, args.seed)
+    wav = args.data / "wav"
+    durations = {f: sf.info(str(wav / f)).duration for f in all_files}
+    subset_audio = float(sum(durations[f] for f in subset))
+    subset_paths = [str(wav / f) for f in subset]
+    logger.info(
+        "%d trials, %d files; timing %d files, %.0f s",
+        len(labels),
+        len(all_files),
+        len(subset),
+        subset_audio,
+    )
+
+    model = load_model(model_dir)
+    model.min_seconds = args.min_seconds
+    params = sum(p.numel() for p in model.exported.net.parameters())
+    ours: dict[str, Any] = {"threads": {}}
+    for threads in (1, 2):
+        ours["threads"][str(threads)] = time_ours(
+            model, subset_paths, threads, args.repeats, subset_audio
+        )
+    torch.set_num_threads(1)
+    c0 = time.process_time()
+    ours_emb = model.embed_batch([str(wav / f) for f in all_files], batch_size=16)
+    ours["veri_embed_cpu_seconds"] = time.process_time() - c0
+    ours["accuracy"] = trial_metrics(all_files, ours_emb, trials.enroll, trials.test, labels)
+    logger.info("ours: %s", ours["accuracy"])
+
+    rz: dict[str, Any] = {"threads": {}}
+    with tempfile.TemporaryDirectory(prefix="wildvox-peer-") as tmp:
+        for threads in (1, 2):
+            arrays = run_peer(
+                args.peer_python, args.data, subset, threads, args.repeats, Path(tmp), f"t{threads}"
+            )
+            rz["threads"][str(threads)] = peer_rtf(arrays)
+            rtf = rz["threads"][str(threads)]["rtf_cpu"]
+            logger.info("Resemblyzer, %d thread(s): RTF %.4f", threads, rtf)
+        if args.peer_veri_npz is None:
+            arrays = run_peer(args.peer_python, args.data, all_files, 1, 1, Path(tmp), "veri")
+        else:
+            with np.load(args.peer_veri_npz) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+    rz["veri_embed_cpu_seconds"] = float(arrays["seconds"].sum())
+    rz["veri_embeddings"] = str(args.peer_veri_npz or "computed in this run")
+    rz["vad_fallback_files"] = int(arrays["vad_fallback"].sum())
+    rz["accuracy"] = trial_metrics(
+        [str(i) for i in arrays["ids"]], arrays["embeddings"], trials.enroll, trials.test, labels
+    )
+    logger.info("Resemblyzer: %s", rz["accuracy"])
+
+    result: dict[str, Any] = {
+        "data": str(args.data),
+        "model": {"path": str(model_dir), "id": model.model_id, "params": params},
+        "subset": {"files": len(subset), "audio_seconds": subset_audio, "seed": args.seed},
+        "veri_files": len(all_files),
+        "veri_audio_seconds": float(sum(durations.values())),
+        "trials": len(labels),
+        "repeats": args.repeats,
+        "min_seconds": args.min_seconds,
+        "systems": {"ours": ours, "resemblyzer": rz},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average": {"start": load_start, "end": os.getloadavg()[0]},
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        },
+    }
+    result["verdict"] = verdict(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "inference.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "inference.md").write_text(render_markdown(result))
+    logger.info("%s", result["verdict"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
