@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -11,6 +12,7 @@ from wildvox.cli.common import console, fail, resolve_data, setup_logging
 from wildvox.config import Config, ConfigError, load_config
 from wildvox.data.corpora.voxceleb import CorpusError, load_corpus, load_iden_split
 from wildvox.data.manifest import Utterance
+from wildvox.training import distributed
 from wildvox.training.trainer import EpochStats, StepInfo, Trainer, TrainResult
 
 
@@ -27,13 +29,16 @@ def training_data(cfg: Config) -> tuple[list[Utterance], list[Utterance]]:
     return train, val
 
 
-def run_training(cfg: Config, out: Path, resume: bool) -> TrainResult:
-    """Train with a progress bar and one log line per epoch."""
+def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> TrainResult:
+    """Train with a progress bar and one log line per epoch (``show=False``: silently, as the
+    ranks other than 0 of a distributed run do)."""
     try:
         train, val = training_data(cfg)
     except CorpusError as exc:
         fail(str(exc))
         raise
+    if not show:
+        return Trainer(cfg, out, train, val).fit(resume=resume)
     with Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -79,12 +84,23 @@ def train(
     resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train a speaker embedding model; writes checkpoints and the exported model."""
+    """Train a speaker embedding model; writes checkpoints and the exported model.
+
+    Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (gloo on CPU,
+    nccl on CUDA), ``train.batch_size`` split over the N processes; rank 0 reports and writes.
+    """
     setup_logging(verbose)
     try:
         cfg = load_config(config, set_, data_root=str(resolve_data(data)))
     except ConfigError as exc:
         fail(str(exc))
         raise
-    result = run_training(cfg, out or Path("runs") / cfg.name, resume)
-    console.print(f"model written to {result.model_dir} ({result.seconds:.0f} s of training)")
+    ctx = distributed.init_from_env(cfg.train.device)
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        result = run_training(cfg, out or Path("runs") / cfg.name, resume, show=ctx.is_main)
+    finally:
+        distributed.shutdown()
+    if ctx.is_main:
+        console.print(f"model written to {result.model_dir} ({result.seconds:.0f} s of training)")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
+import torch.distributed._functional_collectives as collectives
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
@@ -101,7 +101,8 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 def _global_sum(x: Tensor) -> Tensor:
     """Differentiable sum over processes: the backward pass sums the gradients likewise."""
-    return dist_fn.all_reduce(x, op=dist.ReduceOp.SUM)
+    summed = collectives.all_reduce(x, "sum", dist.group.WORLD)
+    return collectives.wait_tensor(summed)
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -228,7 +229,7 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
     if not ctx.distributed:
         return model
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 
 def sync_increments(buffer: Tensor, before: Tensor) -> None:
