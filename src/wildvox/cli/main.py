@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from wildvox.cli.augment import augment
 from wildvox.cli.demo import train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
 from wildvox.cli.product import enroll, identify, speakers_app, verify
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command()(train)
+app.command()(augment)
 app.command()(embed)
 app.command()(score)
 app.command()(evaluate)
