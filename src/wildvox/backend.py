@@ -1,8 +1,8 @@
 """The scoring back-end on files and arrays, and the back-end report of a model on a corpus.
 
-File steps (WeSpeaker style): embeddings -> cosine / PLDA scores -> AS-Norm -> (quality-aware)
-calibration -> metrics. Score files hold ``enrol test score [label]`` lines, as written by
-``wildvox score``; labels are 1 (target) / 0 (non-target) and either every line has one or none.
+Steps (WeSpeaker style): embeddings -> cosine / PLDA scores -> AS-Norm -> (quality-aware)
+calibration -> metrics, as array functions; the score-file wrappers and commands are in
+:mod:`wildvox.cli.scoring`.
 
 Cohort statistics leave an utterance's own speaker out of its cohort when speaker labels are
 given (:func:`utterance_cohort_stats`): calibration trials drawn from training speakers would
