@@ -76,6 +76,12 @@ def resolve_model(path: Path | None) -> Path:
     raise FileNotFoundError(f"no exported wildvox model found (tried {tried}); pass --model DIR")
 
 
+def display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (results stay machine-independent)."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(resolved)
+
+
 def default_data() -> Path:
     """``$WILDVOX_DATA``, else ``../shared/corpora/wildmix`` beside the repository."""
     env = os.environ.get("WILDVOX_DATA")
@@ -221,7 +227,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{result['model']['params'] / 1e6:.2f} M params). Timing: {result['subset']['files']} "
         f"veri_test utterances ({result['subset']['audio_seconds']:.0f} s of audio), decoding "
         f"included, median of {result['repeats']} passes; RTF = CPU s / audio s (lower is faster). "
-        f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores.",
+        f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores (ours from "
+        "`embed_batch`, so both rows of ours share it).",
         "",
         "| system | RTF 1 thread | RTF 2 threads | ratio to Resemblyzer (1 thread) "
         "| EER % | MinDCF0.01 |",
@@ -249,7 +256,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     load = result["machine"]["load_average"]
     lines.append(
         f"Machine: {result['machine']['cpus']} CPUs, load average {load['start']:.1f} at start, "
-        f"{load['end']:.1f} at end; torch {result['machine']['torch']}."
+        f"{load['end']:.1f} at end; torch {result['machine']['torch']}; "
+        f"OMP_WAIT_POLICY={result['machine'].get('omp_wait_policy') or 'unset'}."
     )
     return "\n".join(lines) + "\n"
 
@@ -355,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "data": str(args.data),
-        "model": {"path": str(model_dir), "id": model.model_id, "params": params},
+        "model": {"path": display_path(model_dir), "id": model.model_id, "params": params},
         "subset": {"files": len(subset), "audio_seconds": subset_audio, "seed": args.seed},
         "veri_files": len(all_files),
         "veri_audio_seconds": float(sum(durations.values())),

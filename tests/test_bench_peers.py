@@ -156,6 +156,11 @@ def test_render_markdown_table() -> None:
     assert result["verdict"] in md
 
 
+def test_display_path_is_repo_relative(tmp_path: Path) -> None:
+    assert inference.display_path(REPO / "src" / "wildvox") == "src/wildvox"
+    assert inference.display_path(tmp_path) == str(tmp_path.resolve())
+
+
 # ---------------------------------------------------------------- end to end, peer venv
 @pytest.mark.slow
 @pytest.mark.skipif(not PEER_PYTHON.is_file(), reason="peer venv absent (make peer-env)")
