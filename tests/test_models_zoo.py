@@ -8,13 +8,13 @@ self-attention equals ``nn.MultiheadAttention``, stochastic depth only in traini
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import HAS_ONNX, assert_onnx_matches_eager
 
 from wildvox.models import Embedder, build_embedder, build_head
 from wildvox.models.backbones.efficientnet_v2 import EfficientNetV2, drop_path, round_channels
@@ -164,34 +164,12 @@ def test_torch_export_matches_eager(name: str, frames: tuple[int, int] | None) -
     torch.testing.assert_close(exported(feats, lengths), expected, atol=1e-4, rtol=0)
 
 
-_HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-
-
-@pytest.mark.skipif(not _HAS_ONNX, reason="onnx and onnxruntime are not installed")
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx and onnxruntime are not installed")
 @pytest.mark.parametrize("name", ["las_mha", "efficientnet_v2-tiny"])
 def test_onnx_export_matches_eager(name: str, tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     model = _embedder(name).eval()
     _calibrate_norms(model)
-    path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(
-        model,
-        (torch.randn(2, 30, FEAT_DIM), torch.tensor([30, 17])),
-        str(path),
-        input_names=["feats", "lengths"],
-        output_names=["embeddings"],
-        dynamic_axes={"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
-        dynamo=False,
-    )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feats, lengths = torch.randn(3, 41, FEAT_DIM), torch.tensor([41, 19, 33])
-    (onnx_out,) = session.run(None, {"feats": feats.numpy(), "lengths": lengths.numpy()})
-    with torch.no_grad():
-        expected = model(feats, lengths)
-    torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=0)
+    assert_onnx_matches_eager(model, FEAT_DIM, tmp_path / f"{name}.onnx")
 
 
 def test_self_attention_equals_torch_multihead_attention() -> None:

@@ -30,6 +30,11 @@ _VAR_EPS = 1e-7
 _ACTIVATIONS = ("relu", "tanh")
 
 
+def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``x`` with padded frames zeroed (``mask`` 1.0 on valid frames, broadcastable), or ``x``."""
+    return x if mask is None else x * mask
+
+
 def length_mask(lengths: Tensor, max_len: int) -> Tensor:
     """Boolean mask ``(B, max_len)``, True on the first ``lengths[b]`` frames of each row."""
     steps = torch.arange(max_len, device=lengths.device)

@@ -24,17 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.pooling import length_mask
+from wildvox.models.pooling import apply_mask, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
 BLOCK_DILATIONS = (2, 3, 4, 5)
 DYNAMIC_DILATIONS = (2, 3, 4, 5, 6, 2, 3)
-
-
-def _apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
 
 
 class ConvReluBn(nn.Module):
@@ -94,7 +90,7 @@ class SERes2Block(nn.Module):
             group = groups[index + 1]
             if previous is not None:
                 group = group + previous
-            previous = conv(_apply_mask(group, mask))
+            previous = conv(apply_mask(group, mask))
             outputs.append(previous)
         out = self.se(self.conv_out(torch.cat(outputs, dim=1)), mask)
         return out + x
@@ -210,7 +206,7 @@ class ECAPATDNN(nn.Module):
         if lengths is not None:
             mask = length_mask(lengths, feats.shape[1]).to(feats.dtype).unsqueeze(1)
         x = feats if self.lstm is None else self.lstm(feats, lengths)
-        x = _apply_mask(x.transpose(1, 2), mask)
+        x = apply_mask(x.transpose(1, 2), mask)
         total = self.layer1(x)
         outputs = []
         for block in self.blocks:

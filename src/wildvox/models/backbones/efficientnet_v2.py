@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.pooling import length_mask
+from wildvox.models.backbones.resnet_se import strided_length
+from wildvox.models.pooling import apply_mask, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -100,17 +101,6 @@ def round_channels(channels: float, divisor: int = _DIVISOR) -> int:
     if rounded < 0.9 * channels:
         rounded += divisor
     return rounded
-
-
-def _strided_length(lengths: Tensor, stride: int) -> Tensor:
-    """Frames after a ``kernel k, padding (k - 1) / 2`` convolution: ``ceil(L / stride)``."""
-    if stride == 1:
-        return lengths
-    return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
-
-
-def _apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
 
 
 class ConvBnAct(nn.Sequential):
@@ -205,7 +195,7 @@ class MBConvBlock(nn.Module):
             self.project = ConvBnAct(hidden, out_channels, 1, act=False)
 
     def forward(self, x: Tensor, mask_in: Tensor | None, mask_out: Tensor | None) -> Tensor:
-        out = self.spatial(_apply_mask(self.expand(x), mask_in))
+        out = self.spatial(apply_mask(self.expand(x), mask_in))
         if self.se is not None:
             out = self.se(out, mask_out)
         out = self.project(out)
@@ -285,7 +275,7 @@ class EfficientNetV2(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames ``(B,)`` for ``lengths`` valid input frames."""
         for stride in self.strides:
-            lengths = _strided_length(lengths, stride)
+            lengths = strided_length(lengths, stride)
         return lengths
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -296,14 +286,14 @@ class EfficientNetV2(nn.Module):
         mask: Tensor | None = None
         if lengths is not None:
             mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
-        x = self.stem(_apply_mask(x, mask))
+        x = self.stem(apply_mask(x, mask))
         if lengths is not None:
-            lengths = _strided_length(lengths, 2)
+            lengths = strided_length(lengths, 2)
             mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
         for block, stride in zip(self.blocks, self.strides[1:], strict=True):
             mask_out = mask
             if lengths is not None and stride != 1:
-                lengths = _strided_length(lengths, stride)
+                lengths = strided_length(lengths, stride)
                 frames = (x.shape[-1] - 1) // stride + 1
                 mask_out = length_mask(lengths, frames).to(x.dtype)[:, None, None, :]
             x = block(x, mask, mask_out)

@@ -34,16 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wildvox.models.backbones.ecapa_tdnn import MaskedBLSTM
-from wildvox.models.pooling import length_mask
+from wildvox.models.pooling import apply_mask, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
 _MASK_EPS = 1e-6
-
-
-def _apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
 
 
 class SelfMultiHeadAttention(nn.Module):
@@ -158,7 +154,7 @@ class LASMHA(nn.Module):
         if self.time_pool == 1:
             return x
         k = self.time_pool
-        pooled = F.avg_pool1d(_apply_mask(x, mask), k, k, ceil_mode=True)
+        pooled = F.avg_pool1d(apply_mask(x, mask), k, k, ceil_mode=True)
         if mask is None:
             return pooled
         counts = F.avg_pool1d(mask, k, k, ceil_mode=True)
@@ -173,7 +169,7 @@ class LASMHA(nn.Module):
         if lengths is not None:
             mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = F.relu(norm(conv(_apply_mask(x, mask))))
+            x = F.relu(norm(conv(apply_mask(x, mask))))
         batch, channels, freq, frames = x.shape
         frame_mask = None if mask is None else mask[:, :, 0, :]  # (B, 1, T)
         x = self._pool_time(x.reshape(batch, channels * freq, frames), frame_mask)

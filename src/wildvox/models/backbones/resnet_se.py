@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.pooling import length_mask
+from wildvox.models.pooling import apply_mask, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -28,15 +28,11 @@ logger = logging.getLogger(__name__)
 _STAGE_STRIDES = (1, 2, 2, 2)
 
 
-def _strided_length(lengths: Tensor, stride: int) -> Tensor:
-    """Frames after a kernel-3, padding-1 convolution with ``stride`` (``ceil(L / stride)``)."""
+def strided_length(lengths: Tensor, stride: int) -> Tensor:
+    """Frames after a ``kernel k, padding (k - 1) / 2`` convolution: ``ceil(L / stride)``."""
     if stride == 1:
         return lengths
     return torch.div(lengths - 1, stride, rounding_mode="floor") + 1
-
-
-def _apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
-    return x if mask is None else x * mask
 
 
 class SqueezeExcitation2d(nn.Module):
@@ -84,7 +80,7 @@ class SEBasicBlock(nn.Module):
     def forward(self, x: Tensor, mask_out: Tensor | None) -> Tensor:
         """``x`` must already be zero on padded frames; ``mask_out`` marks the output frames."""
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(_apply_mask(out, mask_out)))
+        out = self.bn2(self.conv2(apply_mask(out, mask_out)))
         out = self.se(out, mask_out)
         return F.relu(out + self.shortcut(x))
 
@@ -142,7 +138,7 @@ class ResNetSE(nn.Module):
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames ``(B,)`` for ``lengths`` valid input frames."""
         for stride in _STAGE_STRIDES:
-            lengths = _strided_length(lengths, stride)
+            lengths = strided_length(lengths, stride)
         return lengths
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -154,14 +150,14 @@ class ResNetSE(nn.Module):
         if lengths is not None:
             mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
             x = x * mask
-        x = _apply_mask(F.relu(self.bn1(self.conv1(x))), mask)
+        x = apply_mask(F.relu(self.bn1(self.conv1(x))), mask)
         for block, stride in zip(self.blocks, self.block_strides, strict=True):
             mask_out = mask
             if lengths is not None and stride != 1:
-                lengths = _strided_length(lengths, stride)
+                lengths = strided_length(lengths, stride)
                 mask_out = length_mask(lengths, (x.shape[-1] - 1) // stride + 1)
                 mask_out = mask_out.to(x.dtype)[:, None, None, :]
-            x = _apply_mask(block(x, mask_out), mask_out)
+            x = apply_mask(block(x, mask_out), mask_out)
             mask = mask_out
         batch, channels, freq, frames = x.shape
         return x.reshape(batch, channels * freq, frames)
