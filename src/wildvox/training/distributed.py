@@ -101,7 +101,10 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 def _global_sum(x: Tensor) -> Tensor:
     """Differentiable sum over processes: the backward pass sums the gradients likewise."""
-    summed = collectives.all_reduce(x, "sum", dist.group.WORLD)
+    world = dist.group.WORLD
+    if world is None:
+        raise RuntimeError("no default process group: call init_from_env first")
+    summed = collectives.all_reduce(x, "sum", world)
     return collectives.wait_tensor(summed)
 
 
