@@ -21,26 +21,23 @@ other sub-center when a near-tie flips under rounding, a discrete jump of ~lr * 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
-import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 
-from wildvox.augment.specaugment import SpecAugment
-from wildvox.config import load_config
-from wildvox.data.corpora.voxceleb import load_corpus
 from wildvox.models.heads import build_head
 from wildvox.training import distributed
-from wildvox.training.trainer import Trainer
+
+# Heavier modules are imported inside the tests: the toy test's spawned workers import this
+# module, and on a busy 2-core machine every import costs seconds.
 
 SPEAKERS, UTTS, SECONDS, RATE = 6, 8, 0.8, 16000
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -52,6 +49,8 @@ def write_corpus(root: Path) -> Path:
     A speaker is a pitch range and a spectral tilt; each utterance has its own pitch contour,
     syllable-like amplitude envelope and noise level, so that features vary within a batch.
     """
+    import soundfile as sf
+
     rng = np.random.default_rng(0)
     t = np.arange(int(SECONDS * RATE)) / RATE
     lines = []
@@ -99,6 +98,12 @@ def overrides(root: Path) -> list[str]:
 
 
 def test_two_processes_equal_one_with_the_whole_batch(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from wildvox.config import load_config
+    from wildvox.data.corpora.voxceleb import load_corpus
+    from wildvox.training.trainer import Trainer
+
     root = write_corpus(tmp_path / "corpus")
     sets = [a for o in overrides(root) for a in ("--set", o)]
     cmd = [
@@ -157,6 +162,12 @@ def _toy_step(
     return {k: v.detach().numpy().copy() for k, v in out.items()}
 
 
+def _spec() -> Any:
+    from wildvox.augment.specaugment import SpecAugment
+
+    return SpecAugment(num_time_masks=2, max_time_width=3, num_freq_masks=1, max_freq_width=2)
+
+
 def _toy_worker(rank: int, init: str, queue: mp.Queue) -> None:
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
@@ -174,7 +185,7 @@ def _toy_worker(rank: int, init: str, queue: mp.Queue) -> None:
         results[name] = _toy_step(model, head, x[rows], y[rows], ddp)
         distributed.sync_increments(head.center_counts, before)
         results[name]["counts"] = head.center_counts.numpy().copy()
-    spec = SpecAugment(num_time_masks=2, max_time_width=3, num_freq_masks=1, max_freq_width=2)
+    spec = _spec()
     gen = torch.Generator().manual_seed(5)
     feats = torch.randn(8, 10, 6, generator=torch.Generator().manual_seed(6))
     results["spec"] = distributed.shard_spec_augment(spec, feats[rows], gen, ctx).numpy()
@@ -182,17 +193,19 @@ def _toy_worker(rank: int, init: str, queue: mp.Queue) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_global_batchnorm_sharded_masks_and_counters(tmp_path: Path) -> None:
+def test_global_batchnorm_sharded_masks_and_counters() -> None:
     x, y = _toy_data()
     head = _toy_head()
     reference = _toy_step(_toy(), head, x, y, None)
-    spec = SpecAugment(num_time_masks=2, max_time_width=3, num_freq_masks=1, max_freq_width=2)
+    spec = _spec()
     feats = torch.randn(8, 10, 6, generator=torch.Generator().manual_seed(6))
     spec_ref = spec(feats, generator=torch.Generator().manual_seed(5)).numpy()
 
-    context = mp.get_context("fork")  # no re-import in the children: fast on a busy machine
+    context = mp.get_context("spawn")  # fork after threads can deadlock
     queue = context.Queue()
-    init = f"file://{tmp_path / 'rendezvous'}"
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        init = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
     procs = [context.Process(target=_toy_worker, args=(r, init, queue)) for r in range(2)]
     for p in procs:
         p.start()
@@ -220,11 +233,10 @@ def test_init_from_env_without_torchrun_is_single_process() -> None:
     assert distributed.wrap_model(model, ctx, torch.device("cpu")) is model
 
 
-@pytest.mark.parametrize("device_type", ["cpu"])
-def test_convert_batchnorm_keeps_state_dict_keys(device_type: str) -> None:
+def test_convert_batchnorm_keeps_state_dict_keys() -> None:
     model = _toy()
     keys = list(model.state_dict())
-    converted = distributed.convert_batchnorm(model, device_type)
+    converted = distributed.convert_batchnorm(model, "cpu")
     assert list(converted.state_dict()) == keys
     assert isinstance(converted[1], distributed.GlobalBatchNorm)
     x, _ = _toy_data()

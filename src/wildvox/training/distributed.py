@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -27,7 +28,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 
-from wildvox.augment.specaugment import SpecAugment
+if TYPE_CHECKING:  # the augment package is heavy; worker processes need not import it
+    from wildvox.augment.specaugment import SpecAugment
 
 logger = logging.getLogger(__name__)
 
