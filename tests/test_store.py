@@ -444,15 +444,17 @@ def test_approx_recall_at_1_on_20k_x_256() -> None:
     queries = base[src] + 1.2 * noise / np.sqrt(256)  # cosine to the source ~0.64
     exact = ExactIndex(256)
     exact.add(ids, base)
-    approx = ApproxIndex(256, ef_construction=20, num_threads=1)  # cheaper build than default
-    approx.add(ids, base)
-    assert len(approx) == 20_000
     _, top_exact = exact.search(queries, 1)
-    a_scores, top_approx = approx.search(queries, 1)
-    recall = float(np.mean(top_exact[:, 0] == top_approx[:, 0]))
-    assert recall >= 0.95, recall
-    own = np.sum(base[top_approx[:, 0]] * queries, axis=1) / np.linalg.norm(queries, axis=1)
-    np.testing.assert_allclose(a_scores[:, 0], own, atol=1e-4)
+    hnsw = ApproxIndex(256, method="hnsw", ef_construction=20, num_threads=1)  # cheap build
+    ivf = ApproxIndex(256, method="ivf_flat", nprobe=64, num_threads=1)  # 64 of 141 cells
+    for approx in (hnsw, ivf):
+        approx.add(ids, base)
+        assert len(approx) == 20_000
+        a_scores, top_approx = approx.search(queries, 1)
+        recall = float(np.mean(top_exact[:, 0] == top_approx[:, 0]))
+        assert recall >= 0.95, (approx.method, recall)
+        own = np.sum(base[top_approx[:, 0]] * queries, axis=1) / np.linalg.norm(queries, axis=1)
+        np.testing.assert_allclose(a_scores[:, 0], own, atol=1e-4)
 
 
 def test_ivf_flat_finds_exact_neighbours() -> None:

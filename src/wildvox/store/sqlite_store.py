@@ -21,7 +21,7 @@ so a killed process leaves either all or none of an enrolment.
 
 A speaker's embedding is the duration-weighted mean of its length-normalised utterance
 embeddings, renormalised. ``identify`` searches exactly below ``approx_threshold`` speakers and
-with a faiss HNSW index above it (see :mod:`wildvox.store.search`).
+with a faiss IVF-flat (or HNSW) index above it (see :mod:`wildvox.store.search`).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ class SpeakerStore:
         approx_threshold: from this many speakers on, ``identify`` uses approximate search.
         busy_timeout_s: how long a write waits for another process' transaction, in seconds.
         search_threads: OpenMP threads for the approximate index (``None``: faiss default).
-        approx_method: ``"hnsw"`` (best recall per query, slow to build) or ``"ivf_flat"``
-            (builds in seconds); see ``bench/results/store.md``.
+        approx_method: ``"ivf_flat"`` (builds in seconds) or ``"hnsw"`` (slow to build);
+            see ``bench/results/store.md``.
 
     Raises:
         StoreError: the file is not SQLite, is corrupt, is not a wildvox store, or has a newer
@@ -96,7 +96,7 @@ class SpeakerStore:
         approx_threshold: int = 50_000,
         busy_timeout_s: float = 30.0,
         search_threads: int | None = None,
-        approx_method: Literal["hnsw", "ivf_flat"] = "hnsw",
+        approx_method: Literal["hnsw", "ivf_flat"] = "ivf_flat",
     ) -> None:
         if not isinstance(model_id, str) or not model_id:
             raise ValueError("model_id must be a non-empty string")
