@@ -174,7 +174,7 @@ def test_online_augmentation_is_a_function_of_seed_epoch_and_item(
               "augment.reverb=0", "augment.babble=1", "dataset.cache_audio=false"]  # fmt: skip
     cfg = tiny(wildmix, tmp_path, None, TINY_RESNET + babble)
     utts = train_utts(cfg)[:16]
-    plain = Trainer(load_config(None, [], data_root=str(wildmix)), tmp_path / "p", utts)
+    plain = Trainer(tiny(wildmix, tmp_path, None, TINY_RESNET), tmp_path / "p", utts)
     noisy = Trainer(cfg, tmp_path / "a", utts)._dataset()
     clean = plain._dataset()
     for key in [(0, 3), (1, 3), (0, 7)]:

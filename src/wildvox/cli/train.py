@@ -68,7 +68,11 @@ def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> Tra
                 f"train acc {100 * e.accuracy:.1f} %, {e.seconds:.0f} s{val_txt}"
             )
 
-        trainer = Trainer(cfg, out, train, val, on_step=on_step, on_epoch=on_epoch)
+        try:
+            trainer = Trainer(cfg, out, train, val, on_step=on_step, on_epoch=on_epoch)
+        except ValueError as exc:  # also CheckpointError, ModelFileError: a bad init_from
+            fail(str(exc))
+            raise
         console.print(
             f"training on {len(train)} utterances of {len(trainer.speakers)} speakers"
             f" ({len(trainer.val_utts)} for validation) -> {out}"

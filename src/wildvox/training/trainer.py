@@ -63,12 +63,17 @@ class EpochStats:
 
 @dataclass
 class StepInfo:
+    """One optimiser step: position, loss and accuracy on this rank's share of the batch, and
+    wall-clock seconds spent waiting for the batch (``data_seconds``) and on the whole step."""
+
     epoch: int
     step: int
     batch: int
     batches: int
     loss: float
     accuracy: float
+    data_seconds: float = 0.0
+    step_seconds: float = 0.0
 
 
 @dataclass
@@ -133,11 +138,9 @@ class Trainer:
         self.val_utts = [u for u in val if u.speaker in self.speakers][: t.val_max_utts]
         self.on_step = on_step
         self.on_epoch = on_epoch
-        self.dist = dist.DistContext.current()
-        if t.batch_size % self.dist.world_size:
-            raise ValueError(
-                f"train.batch_size {t.batch_size} must divide over {self.dist.world_size} processes"
-            )
+        self.dist = ctx = dist.DistContext.current()
+        self.labels = [self.speakers.index(u.speaker) for u in self.train_utts]
+        self.sampler = build_batch_sampler(cfg, self.labels, ctx.rank, ctx.world_size)
         self.device = resolve_device(t.device, self.dist)
         if t.precision not in PRECISIONS:
             raise ValueError(f"unknown train.precision {t.precision!r}; valid: fp32, bf16, fp16")
@@ -170,7 +173,6 @@ class Trainer:
         )
         self.spec = build_spec_augment(cfg.augment)
         self.spec_generator = torch.Generator(device=self.device).manual_seed(t.seed)
-        self.sampler: BatchSampler | None = None
         self.sampler_state: dict[str, Any] | None = None
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -199,7 +201,7 @@ class Trainer:
         logger.info("initialised the network and head from %s", path)
 
     def _state(self) -> dict[str, object]:
-        hpm = isinstance(self.sampler, HardPrototypeSampler)
+        sampler = self.sampler
         return {
             "net": self.net.state_dict(),
             "head": self.head.state_dict(),
@@ -208,7 +210,7 @@ class Trainer:
             "lr_schedule": self.lr_schedule.state_dict(),
             "margin_schedule": self.margin_schedule.state_dict(),
             "spec_generator": self.spec_generator.get_state(),
-            "sampler": self.sampler.state_dict() if hpm else {},  # type: ignore[union-attr]
+            "sampler": sampler.state_dict() if isinstance(sampler, HardPrototypeSampler) else {},
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "step": self.step,
@@ -279,10 +281,9 @@ class Trainer:
             bank = AudioBank.decode(
                 [str(u.path) for u in self.train_utts], f.sample_rate, d.min_seconds, num_workers=2
             )
-        labels = [self.speakers.index(u.speaker) for u in self.train_utts]
         return CropDataset(
             self.train_utts,
-            labels,
+            self.labels,
             crop_seconds=d.crop_seconds,
             sample_rate=f.sample_rate,
             seed=self.cfg.train.seed,
@@ -333,9 +334,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
         dataset = self._dataset()
-        ctx = self.dist
-        sampler = build_batch_sampler(self.cfg, dataset.labels.tolist(), ctx.rank, ctx.world_size)
-        self.sampler = sampler
+        sampler = self.sampler
         while self.epoch < t.epochs:
             self._start_epoch(sampler)
             self._run_epoch(self._loader(dataset, sampler), len(sampler) + sampler.start_batch)
@@ -387,23 +386,27 @@ class Trainer:
         self.head.train()
         start = time.perf_counter()
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, items (this rank)
+        tick = time.perf_counter()
         for wavs, labels in loader:
+            fetched = time.perf_counter()
             wavs, labels = wavs.to(self.device), labels.to(self.device)
             loss, logits = self._train_step(wavs, labels)
             self.step += 1
             self.batch_in_epoch += 1
-            correct = float((logits.argmax(1) == labels).sum())
+            correct = float((logits.argmax(1) == labels).sum())  # waits for the device
             totals += torch.tensor([float(loss) * len(labels), correct, len(labels)])
             if self.on_step is not None and self.dist.is_main:
+                done = time.perf_counter()
                 info = StepInfo(
                     self.epoch, self.step, self.batch_in_epoch, batches, float(loss),
-                    correct / len(labels),
+                    correct / len(labels), fetched - tick, done - tick,
                 )  # fmt: skip
                 self.on_step(info)
             if t.checkpoint_every_steps and self.step % t.checkpoint_every_steps == 0:
                 self.train_seconds += time.perf_counter() - start
                 start = time.perf_counter()
                 self.save()
+            tick = time.perf_counter()
         self.train_seconds += time.perf_counter() - start
         seconds = time.perf_counter() - start
         dist.all_reduce_sum(totals)
