@@ -213,12 +213,12 @@ def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]])
         f"torch {meta['torch']}), {meta['audio']}. Load average before the run: "
         f"{meta['load_average']}. The machine is shared with other jobs, so times vary.",
         "",
-        "The data share is the part of the step spent waiting for the next batch (decoding is "
-        "done before training; the wait covers cropping, online augmentation and collation "
-        "not hidden behind compute by the worker). Utterances/s is the batch over the median "
-        "step; the JSON file has every step's times. The augmentation worker runs on the second "
-        "core, so its cost shows only where it competes with the training thread or the other "
-        "jobs on the machine.",
+        "The data share is the part of the step spent waiting for the next batch: cropping "
+        "(and decoding, without the audio cache), online augmentation and collation that the "
+        "worker, with 4 batches of prefetch, did not hide behind compute. Utterances/s is the "
+        "batch over the median step; the JSON file has every step's times. The augmentation "
+        "worker runs on the second core, so its cost shows only where it competes with the "
+        "training thread or the other jobs on the machine.",
         "",
         "| case | parameters | median step (s) | utterances/s | data-loading share | set-up (s) |",
         "|---|---:|---:|---:|---:|---:|",
