@@ -30,6 +30,11 @@ _VAR_EPS = 1e-7
 _ACTIVATIONS = ("relu", "tanh")
 
 
+def frame_mask_2d(lengths: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
+    """``(B, 1, 1, frames)`` mask of valid frames (1.0) for ``(B, C, F, T)`` feature maps."""
+    return length_mask(lengths, frames).to(dtype)[:, None, None, :]
+
+
 def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
     """``x`` with padded frames zeroed (``mask`` 1.0 on valid frames, broadcastable), or ``x``."""
     return x if mask is None else x * mask

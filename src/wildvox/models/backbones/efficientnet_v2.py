@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wildvox.models.backbones.resnet_se import strided_length
-from wildvox.models.pooling import apply_mask, length_mask
+from wildvox.models.pooling import apply_mask, frame_mask_2d
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -285,17 +285,17 @@ class EfficientNetV2(nn.Module):
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         mask: Tensor | None = None
         if lengths is not None:
-            mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
+            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
         x = self.stem(apply_mask(x, mask))
         if lengths is not None:
             lengths = strided_length(lengths, 2)
-            mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
+            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
         for block, stride in zip(self.blocks, self.strides[1:], strict=True):
             mask_out = mask
             if lengths is not None and stride != 1:
                 lengths = strided_length(lengths, stride)
                 frames = (x.shape[-1] - 1) // stride + 1
-                mask_out = length_mask(lengths, frames).to(x.dtype)[:, None, None, :]
+                mask_out = frame_mask_2d(lengths, frames, x.dtype)
             x = block(x, mask, mask_out)
             mask = mask_out
         x = self.head(x)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wildvox.models.backbones.ecapa_tdnn import MaskedBLSTM
-from wildvox.models.pooling import apply_mask, length_mask
+from wildvox.models.pooling import apply_mask, frame_mask_2d, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class LASMHA(nn.Module):
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         mask: Tensor | None = None
         if lengths is not None:
-            mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
+            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = F.relu(norm(conv(apply_mask(x, mask))))
         batch, channels, freq, frames = x.shape

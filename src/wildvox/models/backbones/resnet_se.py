@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.pooling import apply_mask, length_mask
+from wildvox.models.pooling import apply_mask, frame_mask_2d, length_mask
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class ResNetSE(nn.Module):
         x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
         mask: Tensor | None = None
         if lengths is not None:
-            mask = length_mask(lengths, x.shape[-1]).to(x.dtype)[:, None, None, :]
+            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
             x = x * mask
         x = apply_mask(F.relu(self.bn1(self.conv1(x))), mask)
         for block, stride in zip(self.blocks, self.block_strides, strict=True):
