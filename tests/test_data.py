@@ -83,7 +83,8 @@ def test_crop_dataset_is_a_function_of_seed_epoch_index(wildmix: Path) -> None:
     bank = AudioBank.decode([str(u.path) for u in utts], 16000, 0.1, num_workers=1)
     cached = CropDataset(utts, [0] * 6, crop_seconds=0.5, seed=3, bank=bank)
     for key in [(0, 0), (1, 0), (0, 5)]:
-        x, _ = ds[key]
+        x, label, index = ds[key]
+        assert (label, index) == (0, key[1])
         assert x.shape == (8000,)
         assert np.array_equal(x.numpy(), ds[key][0].numpy())
         # reading only the window from disk gives the crop of the cached waveform

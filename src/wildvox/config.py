@@ -117,6 +117,10 @@ class TrainConfig:
     keep_epoch_checkpoints: int = 0  # keep checkpoints/epoch_NNNN.pt of the last N epochs
     average_last: int = 0  # export the average of the last N epoch checkpoints
     sync_batchnorm: bool = True  # batch statistics over all processes in distributed runs
+    # knowledge distillation (training/distill.py): an .npz of teacher embeddings of the
+    # training files (ids '<corpus>/<speaker>/<session>/<file>'), relational loss weight
+    distill_teacher: str = ""
+    distill_weight: float = 0.0
 
 
 @dataclass(frozen=True)

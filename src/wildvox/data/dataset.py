@@ -95,8 +95,9 @@ def random_crop(wav: np.ndarray, num_samples: int, rng: np.random.Generator) -> 
     return wav[start : start + num_samples]
 
 
-class CropDataset(Dataset[tuple[torch.Tensor, int]]):
-    """Fixed-length random crops with speaker labels; indexed by ``(epoch, index)``."""
+class CropDataset(Dataset[tuple[torch.Tensor, int, int]]):
+    """Fixed-length random crops with speaker labels; indexed by ``(epoch, index)``, an item is
+    ``(crop, label, index)`` (the index finds per-utterance targets such as a teacher's)."""
 
     def __init__(
         self,
@@ -142,21 +143,24 @@ class CropDataset(Dataset[tuple[torch.Tensor, int]]):
         )
         return random_crop(wav, self.num_samples, rng)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int]:
         epoch, index = key
         rng = np.random.default_rng([self.seed, epoch, index])
         wav = self._read_crop(index, rng)
         if self.augment is not None:
             wav = self.augment(np.array(wav, dtype=np.float32), rng)
-        return torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32)), int(
-            self.labels[index]
-        )
+        crop = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
+        return crop, int(self.labels[index]), index
 
 
-def collate_crops(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    wavs = torch.stack([w for w, _ in items])
-    labels = torch.tensor([label for _, label in items], dtype=torch.long)
-    return wavs, labels
+def collate_crops(
+    items: list[tuple[torch.Tensor, int, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(wavs (B, N), labels (B,), utterance indices (B,))``."""
+    wavs = torch.stack([w for w, _, _ in items])
+    labels = torch.tensor([label for _, label, _ in items], dtype=torch.long)
+    indices = torch.tensor([index for _, _, index in items], dtype=torch.long)
+    return wavs, labels, indices
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int]]]):

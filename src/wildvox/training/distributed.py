@@ -212,17 +212,19 @@ def shard_spec_augment(
 
 
 class EmbedAndClassify(nn.Module):
-    """Features ``(B, T, F)`` + labels ``(B,)`` -> margin logits ``(B, classes)``: the part of
-    the model with parameters, which DistributedDataParallel wraps."""
+    """Features ``(B, T, F)`` + labels ``(B,)`` -> margin logits ``(B, classes)`` and the
+    embeddings ``(B, D)``: the part of the model with parameters, which DistributedDataParallel
+    wraps."""
 
     def __init__(self, embedder: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.embedder = embedder
         self.head = head
 
-    def forward(self, feats: Tensor, labels: Tensor) -> Tensor:
-        logits: Tensor = self.head(self.embedder(feats), labels)
-        return logits
+    def forward(self, feats: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        embeddings: Tensor = self.embedder(feats)
+        logits: Tensor = self.head(embeddings, labels)
+        return logits, embeddings
 
 
 def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:

@@ -44,6 +44,7 @@ from wildvox.models.speaker_net import SpeakerNet, build_speaker_net
 from wildvox.training import distributed as dist
 from wildvox.training.averaging import export_average, read_weights, save_epoch_checkpoint
 from wildvox.training.checkpoint import load_checkpoint, save_checkpoint
+from wildvox.training.distill import load_teacher, relational_distill_loss
 from wildvox.training.schedulers import build_lr_schedule, build_margin_schedule, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,14 @@ class Trainer:
             t.margin_scheduler, cfg.head.margin, cfg.head.scale, t.margin_scheduler_args
         )
         self.spec = build_spec_augment(cfg.augment)
+        self.teacher: Tensor | None = None
+        self.teacher_known: Tensor | None = None
+        if t.distill_weight > 0:
+            if not t.distill_teacher:
+                raise ValueError("train.distill_weight > 0 needs train.distill_teacher (an .npz)")
+            table, known = load_teacher(Path(t.distill_teacher), self.train_utts)
+            self.teacher = torch.from_numpy(table).to(self.device)
+            self.teacher_known = torch.from_numpy(known).to(self.device)
         self.spec_generator = torch.Generator(device=self.device).manual_seed(t.seed)
         self.sampler_state: dict[str, Any] | None = None
         self.epoch = 0
@@ -349,8 +358,16 @@ class Trainer:
         dist.barrier()
         return TrainResult(model_dir, self.history, self.train_seconds)
 
-    def _train_step(self, wavs: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """One update on a batch ``wavs (b, N)``, ``labels (b,)``; returns (loss, logits)."""
+    def _distill_loss(self, embeddings: Tensor, indices: Tensor) -> Tensor | None:
+        """The relational distillation loss on the crops whose utterance the teacher knows."""
+        if self.teacher is None or self.teacher_known is None:
+            return None
+        keep = self.teacher_known[indices]
+        return relational_distill_loss(embeddings[keep], self.teacher[indices[keep]])
+
+    def _train_step(self, wavs: Tensor, labels: Tensor, indices: Tensor) -> tuple[Tensor, Tensor]:
+        """One update on a batch ``wavs (b, N)``, ``labels (b,)`` of utterances ``indices``;
+        returns (loss, logits)."""
         t = self.cfg.train
         self.lr_schedule.apply(self.optimizer, self.step)
         self.margin_schedule.apply(self.head, self.step)
@@ -366,8 +383,11 @@ class Trainer:
             else contextlib.nullcontext()
         )
         with autocast:
-            logits = self.model(feats, labels)
+            logits, embeddings = self.model(feats, labels)
         loss = F.cross_entropy(logits.float(), labels)
+        distill = self._distill_loss(embeddings, indices)
+        if distill is not None:
+            loss = loss + t.distill_weight * distill
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if t.grad_clip > 0:
@@ -387,10 +407,10 @@ class Trainer:
         start = time.perf_counter()
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, items (this rank)
         tick = time.perf_counter()
-        for wavs, labels in loader:
+        for wavs, labels, indices in loader:
             fetched = time.perf_counter()
             wavs, labels = wavs.to(self.device), labels.to(self.device)
-            loss, logits = self._train_step(wavs, labels)
+            loss, logits = self._train_step(wavs, labels, indices.to(self.device))
             self.step += 1
             self.batch_in_epoch += 1
             correct = float((logits.argmax(1) == labels).sum())  # waits for the device
