@@ -1,3 +1,4 @@
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,14 @@ def test_wildmix_lists(wildmix: Path) -> None:
     assert len(dev) == 6838
     assert len({u.speaker for u in dev}) == 286
     assert all(u.speaker.startswith("wildmix/") for u in dev)
+    cfg = CorpusConfig(root=str(wildmix), list="dev_list.txt", max_utts_per_speaker=3)
+    capped = load_corpus(cfg, check_files=False)
+    per_speaker = Counter(u.speaker for u in capped)
+    assert len(per_speaker) == 286 and max(per_speaker.values()) == 3
+    first = {}  # each speaker's first utterances in list order are kept
+    for u in dev:
+        first.setdefault(u.speaker, []).append(u.id)
+    assert all(u.id in first[u.speaker][:3] for u in capped)
     trials = read_trials(wildmix / "veri_test.txt")
     assert len(trials) == 20000 and int(trials.labels.sum()) == 10000
     meta = read_meta(wildmix / "meta.csv")

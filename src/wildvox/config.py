@@ -40,6 +40,8 @@ class CorpusConfig:
     which only ``splits`` are used). ``name`` keeps speaker ids distinct across corpora; empty
     means the root folder's name. ``include_speakers`` (when non-empty) and
     ``exclude_speakers`` select speakers by their id in the corpus (e.g. to hold some out).
+    ``max_utts_per_speaker`` (when > 0) keeps each speaker's first N utterances in list order:
+    a smaller, balanced set for quick experiments.
     """
 
     root: str = "${data}"
@@ -48,6 +50,7 @@ class CorpusConfig:
     name: str = ""
     include_speakers: tuple[str, ...] = ()
     exclude_speakers: tuple[str, ...] = ()
+    max_utts_per_speaker: int = 0
 
 
 @dataclass(frozen=True)

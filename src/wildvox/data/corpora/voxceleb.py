@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from pathlib import Path
 
 from wildvox.config import CorpusConfig
@@ -116,6 +117,14 @@ def load_corpus(cfg: CorpusConfig, check_files: bool = True) -> list[Utterance]:
     for spk in sorted((include | exclude) - {r[0] for r in rows}):
         raise CorpusError(f"{list_path}: speaker {spk!r} named in the recipe is not in the list")
     rows = [r for r in rows if (not include or r[0] in include) and r[0] not in exclude]
+    if cfg.max_utts_per_speaker > 0:
+        taken: Counter[str] = Counter()
+        kept = []
+        for row in rows:
+            taken[row[0]] += 1
+            if taken[row[0]] <= cfg.max_utts_per_speaker:
+                kept.append(row)
+        rows = kept
     utts = [
         Utterance(id=rel, path=wav / rel, speaker=f"{name}/{spk}", corpus=name, split=split)
         for spk, rel, split in rows
