@@ -20,7 +20,9 @@ import torch
 
 from wildvox.audio.io import AudioError, load_audio, validate_waveform
 from wildvox.inference.calibration import SHORT_SECONDS, ModelCalibration
+from wildvox.inference.cohort import ScoreCohort
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
+from wildvox.scoring.cosine import length_normalize
 from wildvox.store.sqlite_store import SpeakerStore
 
 logger = logging.getLogger(__name__)
@@ -41,10 +43,12 @@ def default_store_path() -> Path:
 
 @dataclass(frozen=True)
 class Verification:
-    """The answer to "same speaker?": cosine ``score``, calibrated ``llr`` (natural log),
-    ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it."""
+    """The answer to "same speaker?": the model's ``score`` (the cosine AS-normalised against
+    the model's cohort when it ships one, else the ``cosine``), calibrated ``llr`` (natural
+    log), ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it."""
 
     score: float
+    cosine: float
     llr: float
     accept: bool
     threshold: float
@@ -56,8 +60,12 @@ class Verification:
 
 @dataclass(frozen=True)
 class Candidate:
+    """An enrolled speaker: the model's score against it (as in :class:`Verification`), the
+    raw cosine and the calibrated LLR."""
+
     name: str
     score: float
+    cosine: float
     llr: float
 
 
@@ -77,10 +85,12 @@ class Identification:
 
 @dataclass
 class SpeakerModel:
-    """A loaded speaker model with its calibration; see :func:`load_model`."""
+    """A loaded speaker model with its score normalisation and calibration; see
+    :func:`load_model`."""
 
     exported: ExportedModel
     calibration: ModelCalibration | None
+    cohort: ScoreCohort | None = None
     store_path: Path = field(default_factory=default_store_path)
     min_seconds: float = MIN_SECONDS
     _store: SpeakerStore | None = None
@@ -134,6 +144,25 @@ class SpeakerModel:
             out[idx] = self._embed_waves([waves[i] for i in idx])
         return out
 
+    # ------------------------------------------------------------------ scores
+    @property
+    def scoring(self) -> str:
+        """``"as-norm"`` when the model ships a cohort, else ``"cosine"``."""
+        return "as-norm" if self.cohort is not None else "cosine"
+
+    def score(self, emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
+        """Scores (N,) of trials between embeddings ``emb_a`` and ``emb_b`` (N, D): cosine,
+        AS-normalised against the model's cohort when it has one."""
+        a, b = length_normalize(np.atleast_2d(emb_a)), length_normalize(np.atleast_2d(emb_b))
+        cos = np.einsum("ij,ij->i", a, b).astype(np.float64)
+        return cos if self.cohort is None else self.cohort.normalize(cos, a, b)
+
+    def score_matrix(self, queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """Scores (Q, R) of every query (Q, D) against every reference (R, D)."""
+        q, r = length_normalize(np.atleast_2d(queries)), length_normalize(np.atleast_2d(refs))
+        cos = (q @ r.T).astype(np.float64)
+        return cos if self.cohort is None else self.cohort.normalize_matrix(cos, q, r)
+
     # ------------------------------------------------------------------ decisions
     def _calibration(self) -> ModelCalibration:
         if self.calibration is None:
@@ -162,14 +191,16 @@ class SpeakerModel:
         """Are ``a`` and ``b`` the same speaker? Score, calibrated LLR and decision."""
         cal = self._calibration()
         wa, wb = self.load(a, sample_rate), self.load(b, sample_rate)
-        emb = self._embed_waves([wa, wb])
-        en = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-        score = float(en[0] @ en[1])
+        emb = length_normalize(self._embed_waves([wa, wb]))
+        cosine = float(emb[0] @ emb[1])
+        score = float(self.score(emb[:1], emb[1:])[0])
         da, db = len(wa) / self.sample_rate, len(wb) / self.sample_rate
         llr = float(cal.llr(np.array([score]), np.array([da]), np.array([db]))[0])
         thr = cal.threshold(operating_point)
         reliable, note = self._reliability(da, db)
-        return Verification(score, llr, llr >= thr, thr, operating_point, (da, db), reliable, note)
+        return Verification(
+            score, cosine, llr, llr >= thr, thr, operating_point, (da, db), reliable, note
+        )
 
     # ------------------------------------------------------------------ speaker store
     def store(self) -> SpeakerStore:
@@ -204,22 +235,38 @@ class SpeakerModel:
         operating_point: str = "eer",
         sample_rate: int | None = None,
     ) -> Identification:
-        """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold."""
+        """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold.
+
+        With a cohort, the ``max(top_k, 50)`` nearest speakers by cosine are re-ranked by their
+        AS-normalised score.
+        """
         cal = self._calibration()
         store = self.store()
         if len(store) == 0:
             raise ValueError(f"{store.path}: no enrolled speakers; enroll some first")
         wave = self.load(audio, sample_rate)
         duration = len(wave) / self.sample_rate
-        hits = store.identify(self._embed_waves([wave])[0], top_k=top_k)
+        query = self._embed_waves([wave])[0]
+        hits = store.identify(query, top_k=top_k if self.cohort is None else max(top_k, 50))
+        names = [n for n, _ in hits]
+        cosines = np.array([s for _, s in hits])
+        scores = cosines
+        if self.cohort is not None:
+            all_names, matrix = store.matrix()
+            row = {n: i for i, n in enumerate(all_names)}
+            refs = matrix[[row[n] for n in names]]
+            scores = self.score_matrix(query[None], refs)[0]
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            names = [names[i] for i in order]
+            scores, cosines = scores[order], cosines[order]
         enrolled = {r.name: r.total_duration for r in store.list_speakers()}
-        scores = np.array([s for _, s in hits])
         llrs = cal.llr(
-            scores,
-            np.array([enrolled[n] for n, _ in hits]),
-            np.full(len(hits), duration),
+            scores, np.array([enrolled[n] for n in names]), np.full(len(names), duration)
         )
-        cands = [Candidate(n, float(s), float(v)) for (n, s), v in zip(hits, llrs, strict=True)]
+        cands = [
+            Candidate(n, float(s), float(c), float(v))
+            for n, s, c, v in zip(names, scores, cosines, llrs, strict=True)
+        ]
         thr = cal.threshold(operating_point)
         best = cands[0].name if cands and cands[0].llr >= thr else None
         reliable, note = self._reliability(duration)
@@ -251,7 +298,22 @@ def load_model(
             calibration = ModelCalibration.from_dict(record)
         except ValueError as exc:
             raise ModelFileError(f"{model_dir}: bad calibration record ({exc})") from exc
-    model = SpeakerModel(exported, calibration)
+    try:
+        cohort = ScoreCohort.load(model_dir)
+    except ValueError as exc:
+        raise ModelFileError(str(exc)) from exc
+    if cohort is not None and cohort.dim != exported.net.embed_dim:
+        raise ModelFileError(
+            f"{model_dir}: cohort is {cohort.dim}-d, the model's embeddings "
+            f"{exported.net.embed_dim}-d"
+        )
+    expected = "cosine" if cohort is None else f"as-norm:{cohort.digest}"
+    if calibration is not None and calibration.score != expected:
+        raise ModelFileError(
+            f"{model_dir}: the calibration was fitted on {calibration.score} scores but the "
+            f"model scores with {expected}; run `wildvox calibrate-model` again"
+        )
+    model = SpeakerModel(exported, calibration, cohort)
     if store is not None:
         model.store_path = Path(store)
     return model

@@ -51,13 +51,19 @@ def verification_section(
     trials = read_trials(trials_path)
     e, t = emb.index(trials.enroll), emb.index(trials.test)
     x = length_normalize(emb.embeddings)
-    scores = np.einsum("ij,ij->i", x[e], x[t])
+    cosine = np.einsum("ij,ij->i", x[e], x[t])
     labels = trials.labels
-    out: dict[str, Any] = {"cosine": verification_report(scores, labels)}
+    out: dict[str, Any] = {"cosine": verification_report(cosine, labels)}
+    scores = cosine
+    if model.cohort is not None:  # the scores the product decides on
+        scores = model.score(x[e], x[t])
+        name = f"AS-Norm (cohort of {len(model.cohort.embeddings)}, top {model.cohort.top_n})"
+        out[name] = verification_report(scores, labels)
     assert emb.durations is not None
     short = (emb.durations[e] < 2.0) & (emb.durations[t] < 2.0)
     if short.any() and labels[short].min() != labels[short].max():
-        out["cosine, both sides < 2 s"] = verification_report(scores[short], labels[short])
+        name = f"{model.scoring}, both sides < 2 s"
+        out[name] = verification_report(scores[short], labels[short])
     if model.calibration is not None:
         llr = model.calibration.llr(scores, emb.durations[e], emb.durations[t])
         out["calibrated"] = {
@@ -100,7 +106,7 @@ def identification_section(
         names, matrix = store.matrix()
     q = np.array([i for i, _ in queries])
     truth = [s for _, s in queries]
-    sims = length_normalize(emb.embeddings[q]) @ matrix.T
+    sims = model.score_matrix(emb.embeddings[q], matrix)
     order = np.argsort(-sims, axis=1)
     top1 = [names[j] for j in order[:, 0]]
     known = np.array([s is not None for s in truth])

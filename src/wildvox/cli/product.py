@@ -55,10 +55,10 @@ def verify(
     except (AudioError, ValueError, ModelFileError) as exc:
         fail(str(exc))
         raise
-    table = Table("score", "LLR", "threshold (LLR)", "decision", "note")
+    table = Table(f"score ({m.scoring})", "cosine", "LLR", "threshold (LLR)", "decision", "note")
     decision = "[green]accept[/]" if v.accept else "[red]reject[/]"
-    table.add_row(f"{v.score:.4f}", f"{v.llr:.2f}", f"{v.threshold:.2f} ({v.operating_point})",
-                  decision, v.note)  # fmt: skip
+    table.add_row(f"{v.score:.4f}", f"{v.cosine:.4f}", f"{v.llr:.2f}",
+                  f"{v.threshold:.2f} ({v.operating_point})", decision, v.note)  # fmt: skip
     _emit(asdict(v), as_json, table)
 
 
@@ -101,9 +101,10 @@ def identify(
         raise
     finally:
         m.close()
-    table = Table("rank", "speaker", "score", "LLR", title=f"answer: {r.speaker or 'unknown'}")
+    title = f"answer: {r.speaker or 'unknown'}"
+    table = Table("rank", "speaker", f"score ({m.scoring})", "cosine", "LLR", title=title)
     for i, c in enumerate(r.candidates, 1):
-        table.add_row(str(i), c.name, f"{c.score:.4f}", f"{c.llr:.2f}")
+        table.add_row(str(i), c.name, f"{c.score:.4f}", f"{c.cosine:.4f}", f"{c.llr:.2f}")
     if r.note and not as_json:
         console.print(f"[yellow]{r.note}[/]")
     _emit(asdict(r), as_json, table)

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from wildvox.inference.cohort import ScoreCohort
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
 from wildvox.scoring.calibration import LogisticCalibrator, build_calibration_trials
-from wildvox.scoring.cosine import cosine_score_pairs
+from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 
 NAMED_POINTS = ("eer", "min-dcf", "far=1%", "far=0.1%", "bayes")
 SHORT_SECONDS = 2.0
@@ -33,13 +34,15 @@ def trial_features(scores: np.ndarray, dur_a: np.ndarray, dur_b: np.ndarray) -> 
 @dataclass
 class ModelCalibration:
     """A fitted calibrator, operating-point thresholds on the LLR, and the calibration trials'
-    target / non-target LLR quantiles (for ``far=X%`` / ``frr=X%`` points)."""
+    target / non-target LLR quantiles (for ``far=X%`` / ``frr=X%`` points). ``score`` names the
+    scores it was fitted on: ``"cosine"`` or ``"as-norm:<cohort digest>"``."""
 
     calibrator: LogisticCalibrator
     thresholds: dict[str, float]
     target_quantiles: np.ndarray
     nontarget_quantiles: np.ndarray
     trials: int
+    score: str = "cosine"
 
     def llr(self, scores: np.ndarray, dur_a: np.ndarray, dur_b: np.ndarray) -> np.ndarray:
         return self.calibrator.transform(trial_features(scores, dur_a, dur_b))
@@ -70,6 +73,7 @@ class ModelCalibration:
             "target_quantiles": self.target_quantiles.tolist(),
             "nontarget_quantiles": self.nontarget_quantiles.tolist(),
             "trials": self.trials,
+            "score": self.score,
         }
 
     @classmethod
@@ -81,6 +85,7 @@ class ModelCalibration:
                 target_quantiles=np.asarray(d["target_quantiles"], dtype=np.float64),
                 nontarget_quantiles=np.asarray(d["nontarget_quantiles"], dtype=np.float64),
                 trials=int(d["trials"]),
+                score=str(d.get("score", "cosine")),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a model calibration record ({exc})") from exc
@@ -94,8 +99,10 @@ def fit_model_calibration(
     n_per_class: int = 10000,
     short: tuple[float, float] = (SHORT_SECONDS, 6.0),
     p_target: float = 0.05,
+    cohort: ScoreCohort | None = None,
 ) -> ModelCalibration:
-    """Fit the calibration on embeddings (N, D) of held-out speakers' utterances."""
+    """Fit the calibration on embeddings (N, D) of held-out speakers' utterances, on cosine
+    scores or, with a ``cohort``, on AS-normalised ones (as the model will score)."""
     rng = np.random.default_rng(seed)
     # every duration class of the paper, plus "very short" (< 2 s) inputs, which are most of
     # what wildvox users and wildmix have: they join the short class
@@ -103,6 +110,9 @@ def fit_model_calibration(
         np.asarray(speakers), np.maximum(durations, short[0]), rng, n_per_class, short
     )
     scores = cosine_score_pairs(embeddings[trials.enroll], embeddings[trials.test])
+    if cohort is not None:
+        unit = length_normalize(embeddings)
+        scores = cohort.normalize(scores, unit[trials.enroll], unit[trials.test])
     feats = trial_features(scores, durations[trials.enroll], durations[trials.test])
     cal = LogisticCalibrator(p_target=p_target).fit(feats, trials.labels)
     llr = cal.transform(feats)
@@ -119,6 +129,7 @@ def fit_model_calibration(
         target_quantiles=np.quantile(llr[labels == 1], grid),
         nontarget_quantiles=np.quantile(llr[labels == 0], grid),
         trials=len(labels),
+        score="cosine" if cohort is None else f"as-norm:{cohort.digest}",
     )
     for point in ("far=1%", "far=0.1%"):
         result.thresholds[point] = result.threshold(point)
