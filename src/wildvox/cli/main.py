@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from wildvox.cli.augment import augment
+from wildvox.cli.compare import compare
 from wildvox.cli.demo import train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
 from wildvox.cli.product import enroll, identify, speakers_app, verify
@@ -24,6 +25,7 @@ app.command()(augment)
 app.command()(embed)
 app.command()(score)
 app.command()(evaluate)
+app.command()(compare)
 app.command()(demo)
 app.command("train-demo")(train_demo)
 app.command("calibrate-model")(calibrate_model)
