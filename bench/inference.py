@@ -10,8 +10,12 @@ On the same wildmix files, in one run:
   (``model.embed_batch``). Resemblyzer (GE2E d-vector, read + VAD + embed) runs in its own venv
   (``make peer-env``) through ``bench/peers/resemblyzer_embed.py``, as a subprocess. Wall-clock
   RTFs are recorded too; on a shared machine they mostly measure the other jobs.
-- **Accuracy**: EER and MinDCF (p_target 0.01, c_miss = c_fa = 1) on the full ``veri_test.txt``,
-  cosine scores of each system's embeddings.
+- **Accuracy**: EER and MinDCF (p_target 0.01, c_miss = c_fa = 1) on the full ``veri_test.txt``:
+  cosine scores of each system's embeddings, and each system as a user gets it: ours scores
+  with the AS-Norm cohort it ships (when it has one), Resemblyzer with plain cosine. With
+  ``--peer-cohort-npz`` (Resemblyzer embeddings of training files, ids
+  ``<corpus>/<speaker>/...``) Resemblyzer is also scored with AS-Norm against a cohort of its
+  own per-speaker means (top 100), our backend lent to the peer.
 
 Writes ``<out>/inference.json`` (every number, every pass) and ``<out>/inference.md``::
 
@@ -50,14 +54,17 @@ import torch
 
 from wildvox.api import SpeakerModel, load_model
 from wildvox.data.trials import read_trials
+from wildvox.inference.cohort import ScoreCohort
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
-from wildvox.scoring.cosine import cosine_score_pairs
+from wildvox.scoring.asnorm import make_cohort
+from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 
 logger = logging.getLogger("bench.inference")
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CANDIDATES = (REPO / "src/wildvox/pretrained/default", REPO / "runs/default/model")
 PEER_PYTHON = REPO / ".venv-peer/bin/python"
+Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (T, D), (T, D) -> (T,) trial scores
 PEER_SCRIPT = REPO / "bench/peers/resemblyzer_embed.py"
 P_TARGET = 0.01
 
@@ -104,14 +111,16 @@ def trial_metrics(
     enroll: Sequence[str],
     test: Sequence[str],
     labels: np.ndarray,
+    score: Scorer = cosine_score_pairs,
 ) -> dict[str, float]:
-    """EER and MinDCF(0.01) of cosine scores.
+    """EER and MinDCF(0.01) of trial scores (cosine unless ``score`` says otherwise).
 
     Args:
         ids: (N,) utterance ids of ``embeddings``.
         embeddings: (N, D) float embeddings (need not be normalised).
         enroll, test: (T,) trial sides, ids among ``ids``.
         labels: (T,) 1 target / 0 non-target.
+        score: ``(T, D), (T, D) -> (T,)`` scores of the enrolment and test sides.
 
     Returns:
         ``{"eer": fraction, "min_dcf": normalised cost, "trials": T}``.
@@ -123,12 +132,26 @@ def trial_metrics(
     missing = sorted({u for u in (*enroll, *test) if u not in row})
     if missing:
         raise KeyError(f"{len(missing)} trial utterances have no embedding, e.g. {missing[:3]}")
-    scores = cosine_score_pairs(
-        embeddings[[row[u] for u in enroll]], embeddings[[row[u] for u in test]]
-    )
+    scores = score(embeddings[[row[u] for u in enroll]], embeddings[[row[u] for u in test]])
     eer, _ = compute_eer(scores, labels)
     min_dcf, _ = compute_min_dcf(scores, labels, p_target=P_TARGET)
     return {"eer": eer, "min_dcf": min_dcf, "trials": len(labels)}
+
+
+def peer_asnorm(cohort_npz: Path, top_n: int = 100) -> Scorer:
+    """AS-Norm scoring for the peer: a cohort of per-speaker means of its embeddings of
+    training files (ids ``<corpus>/<speaker>/<session>/<file>``)."""
+    with np.load(cohort_npz) as npz:
+        ids, emb = [str(i) for i in npz["ids"]], npz["embeddings"]
+    speakers = np.array(["/".join(i.split("/")[:2]) for i in ids])
+    cohort = ScoreCohort.from_embeddings(make_cohort(emb, speakers), top_n)
+    logger.info("peer cohort: %d speakers from %s", len(cohort.embeddings), cohort_npz)
+
+    def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        a, b = length_normalize(a), length_normalize(b)
+        return cohort.normalize(np.einsum("ij,ij->i", a, b).astype(np.float64), a, b)
+
+    return score
 
 
 def timed_passes(run: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
@@ -227,12 +250,13 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"{result['model']['params'] / 1e6:.2f} M params). Timing: {result['subset']['files']} "
         f"veri_test utterances ({result['subset']['audio_seconds']:.0f} s of audio), decoding "
         f"included, median of {result['repeats']} passes; RTF = CPU s / audio s (lower is faster). "
-        f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores (ours from "
-        "`embed_batch`, so both rows of ours share it).",
+        f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores and, where a "
+        "cohort exists, AS-Norm (top 100) scores (ours from `embed_batch`, so both rows of ours "
+        "share them; ours ships its cohort, the peer's is our backend lent to it).",
         "",
         "| system | RTF 1 thread | RTF 2 threads | ratio to Resemblyzer (1 thread) "
-        "| EER % | MinDCF0.01 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| EER % cosine | MinDCF0.01 cosine | EER % AS-Norm | MinDCF0.01 AS-Norm |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [
         ("ours, per file (`embed`)", "ours", "embed"),
@@ -242,9 +266,11 @@ def render_markdown(result: dict[str, Any]) -> str:
     for label, system, mode in rows:
         rec = result["systems"][system]
         t1, t2 = (rec["threads"][k] if mode is None else rec["threads"][k][mode] for k in "12")
+        norm = rec.get("accuracy_asnorm")
+        normed = f"{100 * norm['eer']:.2f} | {norm['min_dcf']:.3f}" if norm else "- | -"
         lines.append(
             f"| {label} | {t1['rtf_cpu']:.4f} | {t2['rtf_cpu']:.4f} | {t1['rtf_cpu'] / base:.2f} "
-            f"| {100 * rec['accuracy']['eer']:.2f} | {rec['accuracy']['min_dcf']:.3f} |"
+            f"| {100 * rec['accuracy']['eer']:.2f} | {rec['accuracy']['min_dcf']:.3f} | {normed} |"
         )
     lines += ["", "Wall-clock RTF (shared machine: includes waiting for other jobs):", ""]
     lines += ["| system | 1 thread | 2 threads |", "|---|---:|---:|"]
@@ -263,19 +289,29 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 
 def verdict(result: dict[str, Any]) -> str:
-    """One honest sentence on speed and accuracy, whichever way the gap goes."""
+    """One honest sentence on speed and accuracy, whichever way the gap goes: each system as
+    shipped (ours with its cohort when it has one, Resemblyzer with cosine)."""
     ours, rz = result["systems"]["ours"], result["systems"]["resemblyzer"]
     speed = rz["threads"]["1"]["rtf_cpu"] / ours["threads"]["1"]["embed"]["rtf_cpu"]
-    faster = f"{speed:.1f}x faster" if speed >= 1 else f"{1 / speed:.1f}x slower"
-    d_eer = 100 * (ours["accuracy"]["eer"] - rz["accuracy"]["eer"])
+    faster = f"{speed:.2f}x as fast as" if speed >= 1 else f"{1 / speed:.2f}x slower than"
+    acc = ours.get("accuracy_asnorm") or ours["accuracy"]
+    how = "AS-Norm, as shipped" if "accuracy_asnorm" in ours else "cosine"
+    d_eer = 100 * (acc["eer"] - rz["accuracy"]["eer"])
     better = "lower (better)" if d_eer < 0 else "higher (worse)"
-    d_dcf = ours["accuracy"]["min_dcf"] - rz["accuracy"]["min_dcf"]
-    return (
-        f"Verdict: one file at a time on 1 thread our model is {faster} than Resemblyzer; its EER "
-        f"is {abs(d_eer):.2f} points {better} ({100 * ours['accuracy']['eer']:.2f} % vs "
-        f"{100 * rz['accuracy']['eer']:.2f} %) and its MinDCF0.01 {d_dcf:+.3f} "
-        f"({ours['accuracy']['min_dcf']:.3f} vs {rz['accuracy']['min_dcf']:.3f})."
+    d_dcf = acc["min_dcf"] - rz["accuracy"]["min_dcf"]
+    text = (
+        f"Verdict: one file at a time on 1 thread our model is {faster} Resemblyzer; its EER "
+        f"({how}) is {abs(d_eer):.2f} points {better} ({100 * acc['eer']:.2f} % vs "
+        f"{100 * rz['accuracy']['eer']:.2f} % for Resemblyzer's cosine) and its MinDCF0.01 "
+        f"{d_dcf:+.3f} ({acc['min_dcf']:.3f} vs {rz['accuracy']['min_dcf']:.3f})."
     )
+    if "accuracy_asnorm" in rz:
+        peer = rz["accuracy_asnorm"]
+        text += (
+            f" With our AS-Norm backend lent to it, Resemblyzer reaches "
+            f"{100 * peer['eer']:.2f} % / {peer['min_dcf']:.3f}."
+        )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="reuse Resemblyzer embeddings of the veri_test files (resemblyzer_embed.py output, "
         "ids relative to wav/) instead of computing them",
+    )
+    parser.add_argument(
+        "--peer-cohort-npz",
+        type=Path,
+        default=None,
+        help="Resemblyzer embeddings of training files (ids <corpus>/<speaker>/...): also score "
+        "the peer with AS-Norm against their per-speaker means",
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
     args = parser.parse_args(argv)
@@ -337,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     ours_emb = model.embed_batch([str(wav / f) for f in all_files], batch_size=16)
     ours["veri_embed_cpu_seconds"] = time.process_time() - c0
     ours["accuracy"] = trial_metrics(all_files, ours_emb, trials.enroll, trials.test, labels)
+    if model.cohort is not None:
+        ours["accuracy_asnorm"] = trial_metrics(
+            all_files, ours_emb, trials.enroll, trials.test, labels, score=model.score
+        )
     logger.info("ours: %s", ours["accuracy"])
 
     rz: dict[str, Any] = {"threads": {}}
@@ -359,6 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     rz["accuracy"] = trial_metrics(
         [str(i) for i in arrays["ids"]], arrays["embeddings"], trials.enroll, trials.test, labels
     )
+    if args.peer_cohort_npz is not None:
+        rz["accuracy_asnorm"] = trial_metrics(
+            [str(i) for i in arrays["ids"]], arrays["embeddings"], trials.enroll, trials.test,
+            labels, score=peer_asnorm(args.peer_cohort_npz),
+        )  # fmt: skip
+        rz["cohort"] = str(args.peer_cohort_npz)
     logger.info("Resemblyzer: %s", rz["accuracy"])
 
     result: dict[str, Any] = {

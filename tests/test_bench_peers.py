@@ -140,10 +140,19 @@ def _result(ours_rtf: float, rz_rtf: float, ours_eer: float, rz_eer: float) -> d
 
 def test_verdict_states_the_gap_either_way() -> None:
     better = inference.verdict(_result(0.005, 0.01, 0.10, 0.207))
-    assert "2.0x faster" in better and "10.70 points lower (better)" in better
-    assert "MinDCF0.01 -0.386" in better
+    assert "2.00x as fast as" in better and "10.70 points lower (better)" in better
+    assert "MinDCF0.01 -0.386" in better and "(cosine)" in better
     worse = inference.verdict(_result(0.04, 0.01, 0.30, 0.207))
-    assert "4.0x slower" in worse and "9.30 points higher (worse)" in worse
+    assert "4.00x slower than" in worse and "9.30 points higher (worse)" in worse
+    # with cohorts: ours as shipped (AS-Norm) against the peer as shipped, the lent backend too
+    normed = _result(0.005, 0.01, 0.30, 0.207)
+    normed["systems"]["ours"]["accuracy_asnorm"] = {"eer": 0.19, "min_dcf": 0.8}
+    normed["systems"]["resemblyzer"]["accuracy_asnorm"] = {"eer": 0.18, "min_dcf": 0.85}
+    text = inference.verdict(normed)
+    assert "(AS-Norm, as shipped) is 1.70 points lower (better)" in text
+    assert "Resemblyzer reaches 18.00 % / 0.850" in text
+    md = inference.render_markdown({**normed, "verdict": text})
+    assert "| 30.00 | 0.500 | 19.00 | 0.800 |" in md and "| 20.70 | 0.886 | 18.00 | 0.850 |" in md
 
 
 def test_render_markdown_table() -> None:
