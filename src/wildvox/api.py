@@ -22,6 +22,7 @@ from wildvox.audio.io import AudioError, load_audio, validate_waveform
 from wildvox.inference.calibration import SHORT_SECONDS, ModelCalibration
 from wildvox.inference.cohort import ScoreCohort
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
+from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
 from wildvox.scoring.cosine import length_normalize
 from wildvox.store.sqlite_store import SpeakerStore
 
@@ -91,6 +92,7 @@ class SpeakerModel:
     exported: ExportedModel
     calibration: ModelCalibration | None
     cohort: ScoreCohort | None = None
+    onnx: OnnxEmbedder | None = None
     store_path: Path = field(default_factory=default_store_path)
     min_seconds: float = MIN_SECONDS
     _store: SpeakerStore | None = None
@@ -106,6 +108,17 @@ class SpeakerModel:
     @property
     def sample_rate(self) -> int:
         return self.exported.config.features.sample_rate
+
+    @property
+    def backend(self) -> str:
+        """``"onnx"`` (ONNX Runtime runs the embedder) or ``"torch"``."""
+        return "onnx" if self.onnx is not None else "torch"
+
+    def set_threads(self, threads: int) -> None:
+        """CPU threads for embedding (torch, and the ONNX Runtime session when there is one)."""
+        torch.set_num_threads(threads)
+        if self.onnx is not None and self.onnx.threads != threads:
+            self.onnx = OnnxEmbedder(self.onnx.path, threads)
 
     # ------------------------------------------------------------------ audio + embeddings
     def load(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
@@ -124,9 +137,12 @@ class SpeakerModel:
         batch = torch.zeros(len(waves), int(lengths.max()))
         for i, w in enumerate(waves):
             batch[i, : len(w)] = torch.from_numpy(w)
+        net = self.exported.net
         with torch.inference_mode():
-            emb = self.exported.net(batch, lengths)
-        return emb.numpy().astype(np.float32)
+            if self.onnx is None:
+                return net(batch, lengths).numpy().astype(np.float32)
+            feats, frames = net.features(batch, lengths)
+        return self.onnx(feats.numpy(), frames.numpy())
 
     def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
         """One utterance -> its (D,) float32 embedding."""
@@ -283,12 +299,19 @@ def load_model(
     *,
     device: str = "cpu",
     store: str | os.PathLike[str] | None = None,
+    backend: str = "auto",
 ) -> SpeakerModel:
     """Load an exported model (default: the one shipped inside the package; no network).
+
+    ``backend``: ``"auto"`` runs the embedder in ONNX Runtime when the folder has an up-to-date
+    ``embedder.onnx`` (``wildvox export-onnx``) and the device is the CPU, else in torch;
+    ``"onnx"`` requires it; ``"torch"`` never uses it.
 
     Raises:
         ModelFileError: missing, corrupt or inconsistent model files.
     """
+    if backend not in ("auto", "onnx", "torch"):
+        raise ValueError(f"backend must be auto, onnx or torch, got {backend!r}")
     model_dir = Path(path) if path is not None else PRETRAINED
     exported = load_exported(model_dir, device=device)
     record = exported.extra.get("calibration")
@@ -313,7 +336,17 @@ def load_model(
             f"{model_dir}: the calibration was fitted on {calibration.score} scores but the "
             f"model scores with {expected}; run `wildvox calibrate-model` again"
         )
-    model = SpeakerModel(exported, calibration, cohort)
+    onnx = None
+    if backend != "torch" and device == "cpu":
+        try:
+            onnx = load_onnx_embedder(model_dir, exported.model_id, torch.get_num_threads())
+        except ValueError as exc:
+            raise ModelFileError(str(exc)) from exc
+    if backend == "onnx" and onnx is None:
+        raise ModelFileError(
+            f"{model_dir}: no up-to-date {ONNX_FILE} for the CPU; run `wildvox export-onnx`"
+        )
+    model = SpeakerModel(exported, calibration, cohort, onnx)
     if store is not None:
         model.store_path = Path(store)
     return model

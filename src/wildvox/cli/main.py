@@ -10,7 +10,7 @@ from wildvox.cli.demo import train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
 from wildvox.cli.product import enroll, identify, speakers_app, verify
 from wildvox.cli.scoring import backend_report_command, calibrate, fuse, normalize
-from wildvox.cli.ship import calibrate_model, demo
+from wildvox.cli.ship import calibrate_model, demo, export_onnx
 from wildvox.cli.train import train
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.command()(compare)
 app.command()(demo)
 app.command("train-demo")(train_demo)
 app.command("calibrate-model")(calibrate_model)
+app.command("export-onnx")(export_onnx)
 app.command()(verify)
 app.command()(enroll)
 app.command()(identify)
