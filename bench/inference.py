@@ -178,8 +178,9 @@ def rtf_record(cpu: list[float], wall: list[float], audio_seconds: float) -> dic
 def time_ours(
     model: SpeakerModel, paths: list[str], threads: int, repeats: int, audio_seconds: float
 ) -> dict[str, dict[str, Any]]:
-    """RTF of our model on ``paths`` with ``threads`` torch threads: per file and batched."""
-    torch.set_num_threads(threads)
+    """RTF of our model on ``paths`` with ``threads`` threads (torch, and ONNX Runtime when the
+    model runs its embedder there): per file and batched."""
+    model.set_threads(threads)
     results = {}
     model.embed_batch(paths[:4], batch_size=2)  # untimed warm-up: one-off allocations
     cpu, wall = timed_passes(lambda: [model.embed(p) for p in paths], repeats)
@@ -247,7 +248,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "# Inference: our model vs Resemblyzer on wildmix",
         "",
         f"Model `{result['model']['path']}` (`{result['model']['id']}`, "
-        f"{result['model']['params'] / 1e6:.2f} M params). Timing: {result['subset']['files']} "
+        f"{result['model']['params'] / 1e6:.2f} M params, embedder run by "
+        f"{result['model'].get('backend', 'torch')}). Timing: {result['subset']['files']} "
         f"veri_test utterances ({result['subset']['audio_seconds']:.0f} s of audio), decoding "
         f"included, median of {result['repeats']} passes; RTF = CPU s / audio s (lower is faster). "
         f"Accuracy: full veri_test.txt ({result['trials']} trials), cosine scores and, where a "
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         ours["threads"][str(threads)] = time_ours(
             model, subset_paths, threads, args.repeats, subset_audio
         )
-    torch.set_num_threads(1)
+    model.set_threads(1)
     c0 = time.process_time()
     ours_emb = model.embed_batch([str(wav / f) for f in all_files], batch_size=16)
     ours["veri_embed_cpu_seconds"] = time.process_time() - c0
@@ -416,7 +418,13 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict[str, Any] = {
         "data": str(args.data),
-        "model": {"path": display_path(model_dir), "id": model.model_id, "params": params},
+        "model": {
+            "path": display_path(model_dir),
+            "id": model.model_id,
+            "params": params,
+            "backend": model.backend,
+            "scoring": model.scoring,
+        },
         "subset": {"files": len(subset), "audio_seconds": subset_audio, "seed": args.seed},
         "veri_files": len(all_files),
         "veri_audio_seconds": float(sum(durations.values())),
