@@ -52,6 +52,12 @@ def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> Tra
         task = prog.add_task("train", total=1, epoch=1, loss=0.0, acc=0.0)
 
         def on_step(s: StepInfo) -> None:
+            if not console.is_terminal and s.batch % 50 == 0:  # a log file: a line now and then
+                console.print(
+                    f"epoch {s.epoch + 1} batch {s.batch}/{s.batches}: loss {s.loss:.3f}, "
+                    f"acc {s.accuracy:.2f}, {s.step_seconds:.2f} s/step "
+                    f"({s.data_seconds:.2f} s waiting for data)"
+                )
             prog.update(
                 task,
                 completed=s.batch,
