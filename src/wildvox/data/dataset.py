@@ -95,6 +95,27 @@ def random_crop(wav: np.ndarray, num_samples: int, rng: np.random.Generator) -> 
     return wav[start : start + num_samples]
 
 
+class TrainingBabble:
+    """Babble talkers for online augmentation: training utterances drawn with the item's rng.
+
+    Each call returns one whole utterance (the babble augmenter crops it). Talkers are drawn
+    from all training utterances, so with ``C`` speakers a talker is the item's own speaker
+    with probability about ``1 / C``; we accept that rather than pass the label through the
+    augmenter interface.
+    """
+
+    def __init__(self, bank: AudioBank | None, paths: Sequence[str], sample_rate: int) -> None:
+        self.bank = bank
+        self.paths = list(paths)
+        self.sample_rate = sample_rate
+
+    def __call__(self, rng: np.random.Generator) -> list[np.ndarray]:
+        index = int(rng.integers(0, len(self.paths)))
+        if self.bank is not None:
+            return [self.bank.get(index)]
+        return [load_audio(self.paths[index], sample_rate=self.sample_rate, min_duration=0.0)]
+
+
 class CropDataset(Dataset[tuple[torch.Tensor, int, int]]):
     """Fixed-length random crops with speaker labels; indexed by ``(epoch, index)``, an item is
     ``(crop, label, index)`` (the index finds per-utterance targets such as a teacher's)."""

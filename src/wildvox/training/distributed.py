@@ -211,6 +211,16 @@ def shard_spec_augment(
     return torch.where(mask, mean.expand_as(feats), feats)
 
 
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; distributed CUDA runs take GPU ``local_rank``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and ctx is not None and ctx.distributed:
+        device = torch.device("cuda", ctx.local_rank)
+    return device
+
+
 class EmbedAndClassify(nn.Module):
     """Features ``(B, T, F)`` + labels ``(B,)`` -> margin logits ``(B, classes)`` and the
     embeddings ``(B, D)``: the part of the model with parameters, which DistributedDataParallel
@@ -264,6 +274,7 @@ __all__ = [
     "barrier",
     "convert_batchnorm",
     "init_from_env",
+    "resolve_device",
     "shard_spec_augment",
     "shutdown",
     "sync_increments",

@@ -30,11 +30,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from wildvox.audio.io import load_audio
 from wildvox.augment.chain import AugmentChain, Augmenter, build_spec_augment
 from wildvox.augment.reverb import load_or_create_rir_bank
 from wildvox.config import Config, dump_config
-from wildvox.data.dataset import AudioBank, CropDataset, EpochBatchSampler, collate_crops
+from wildvox.data.dataset import (
+    AudioBank,
+    CropDataset,
+    EpochBatchSampler,
+    TrainingBabble,
+    collate_crops,
+)
 from wildvox.data.manifest import SpeakerMap, Utterance
 from wildvox.data.samplers import HardPrototypeSampler, build_batch_sampler
 from wildvox.inference.extract import extract_embeddings
@@ -84,37 +89,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def resolve_device(name: str, ctx: dist.DistContext | None = None) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; distributed CUDA runs take GPU ``local_rank``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None and ctx is not None and ctx.distributed:
-        device = torch.device("cuda", ctx.local_rank)
-    return device
-
-
-class TrainingBabble:
-    """Babble talkers for online augmentation: training utterances drawn with the item's rng.
-
-    Each call returns one whole utterance (the babble augmenter crops it). Talkers are drawn
-    from all training utterances, so with ``C`` speakers a talker is the item's own speaker
-    with probability about ``1 / C``; we accept that rather than pass the label through the
-    augmenter interface.
-    """
-
-    def __init__(self, bank: AudioBank | None, paths: Sequence[str], sample_rate: int) -> None:
-        self.bank = bank
-        self.paths = list(paths)
-        self.sample_rate = sample_rate
-
-    def __call__(self, rng: np.random.Generator) -> list[np.ndarray]:
-        index = int(rng.integers(0, len(self.paths)))
-        if self.bank is not None:
-            return [self.bank.get(index)]
-        return [load_audio(self.paths[index], sample_rate=self.sample_rate, min_duration=0.0)]
-
-
 class Trainer:
     """Trains a :class:`SpeakerNet` and a margin head on ``train`` utterances.
 
@@ -142,7 +116,7 @@ class Trainer:
         self.dist = ctx = dist.DistContext.current()
         self.labels = [self.speakers.index(u.speaker) for u in self.train_utts]
         self.sampler = build_batch_sampler(cfg, self.labels, ctx.rank, ctx.world_size)
-        self.device = resolve_device(t.device, self.dist)
+        self.device = dist.resolve_device(t.device, self.dist)
         if t.precision not in PRECISIONS:
             raise ValueError(f"unknown train.precision {t.precision!r}; valid: fp32, bf16, fp16")
         self.amp_dtype = PRECISIONS[t.precision] if self.device.type == "cuda" else None
