@@ -74,6 +74,7 @@ class ScoreCohort:
         path = Path(model_dir) / COHORT_FILE
         tensors = {"cohort": np.ascontiguousarray(self.embeddings, dtype=np.float32)}
         save_file(tensors, str(path), metadata={"top_n": str(self.top_n)})
+        path.chmod(0o644)  # shipped inside the package: readable by every user
         return path
 
     @classmethod

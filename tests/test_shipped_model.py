@@ -1,0 +1,32 @@
+"""The model shipped inside the package: it loads offline with its cohort, calibration and ONNX
+export all in agreement, and tells a same-speaker pair from a different-speaker one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wildvox.api import PRETRAINED, load_model
+from wildvox.inference.model_io import WEIGHTS
+
+pytestmark = pytest.mark.skipif(
+    not (PRETRAINED / WEIGHTS).is_file(), reason="no shipped model in this checkout"
+)
+
+
+def test_shipped_model_loads_whole(wildmix: Path) -> None:
+    m = load_model()  # raises if the cohort, calibration or ONNX export disagree
+    assert m.calibration is not None
+    if m.cohort is not None:
+        assert m.calibration.score == f"as-norm:{m.cohort.digest}"
+    assert m.backend == "onnx"  # the shipped folder carries an up-to-date embedder.onnx
+    files = sorted((wildmix / "wav" / "gcast-xandru-osuna").rglob("*.opus"))[:3]
+    other = sorted((wildmix / "wav" / "ls1998").rglob("*.opus"))[:1]
+    eager = load_model(backend="torch")
+    np.testing.assert_allclose(m.embed_batch(files), eager.embed_batch(files), atol=1e-4)
+    same, diff = m.verify(files[0], files[1]), m.verify(files[0], other[0])
+    assert same.score > diff.score and same.llr > diff.llr
+    for point in ("eer", "far=1%", "min-dcf"):
+        assert np.isfinite(m.calibration.threshold(point))
