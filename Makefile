@@ -53,3 +53,22 @@ $(PEER_VENV)/.installed: bench/peers/requirements-resemblyzer.txt
 	$(PEER_VENV)/bin/python -m pip install --quiet -r bench/peers/requirements-resemblyzer.txt
 	$(PEER_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0+cpu'), torch.__version__"
 	touch $@
+
+# Teacher embeddings for knowledge distillation (recipes/shipped.yaml, recipes/ablation/distill.yaml):
+# Resemblyzer d-vectors of every file of wildmix's and wildextra's dev_list.txt, ids
+# <corpus>/<speaker>/<session>/<file>. About 17k files; run once.
+TEACHER := runs/teacher/resemblyzer.npz
+EXTRA ?= $(DATA)/../wildextra
+
+.PHONY: teacher
+teacher: $(TEACHER)
+
+$(TEACHER): $(PEER_VENV)/.installed
+	mkdir -p runs/teacher
+	awk -v root="$(abspath $(DATA))" '{print "wildmix/" $$2 " " root "/wav/" $$2}' \
+		$(DATA)/dev_list.txt > runs/teacher/dev_files.txt
+	if [ -f $(EXTRA)/dev_list.txt ]; then \
+		awk -v root="$(abspath $(EXTRA))" '{print "wildextra/" $$2 " " root "/wav/" $$2}' \
+			$(EXTRA)/dev_list.txt >> runs/teacher/dev_files.txt; fi
+	OMP_NUM_THREADS=1 $(PEER_VENV)/bin/python bench/peers/resemblyzer_embed.py --threads 1 \
+		--no-warmup --list runs/teacher/dev_files.txt --out $(TEACHER)
