@@ -54,7 +54,7 @@ $(PEER_VENV)/.installed: bench/peers/requirements-resemblyzer.txt
 	$(PEER_VENV)/bin/python -c "import torch; assert torch.__version__.startswith('2.13.0+cpu'), torch.__version__"
 	touch $@
 
-# Teacher embeddings for knowledge distillation (recipes/shipped.yaml, recipes/ablation/distill.yaml):
+# Teacher embeddings for knowledge distillation (recipes/shipped_distill_aug.yaml, recipes/ablation/distill.yaml):
 # Resemblyzer d-vectors of every file of wildmix's and wildextra's dev_list.txt, ids
 # <corpus>/<speaker>/<session>/<file>. About 17k files; run once.
 TEACHER := runs/teacher/resemblyzer.npz
