@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from wildvox.models import build_head
 
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
 
@@ -33,3 +37,32 @@ def assert_onnx_matches_eager(model: nn.Module, feat_dim: int, path: Path) -> No
     with torch.no_grad():
         expected = model(feats, lengths)
     torch.testing.assert_close(torch.from_numpy(onnx_out), expected, atol=1e-4, rtol=0)
+
+
+def assert_padded_equals_unpadded(
+    model: nn.Module, lengths: list[int], feat_dim: int, pads: list[float]
+) -> None:
+    """A padded batch (row ``i`` padded with the constant ``pads[i]`` after ``lengths[i]``
+    frames) gives each row the embedding it gets alone and unpadded."""
+    feats = torch.randn(len(lengths), max(lengths), feat_dim)
+    for i, (n, pad) in enumerate(zip(lengths, pads, strict=True)):
+        feats[i, n:] = pad  # padding content must not leak into the valid frames
+    with torch.no_grad():
+        batched = model(feats, torch.tensor(lengths))
+        alone = torch.cat([model(feats[i : i + 1, :n]) for i, n in enumerate(lengths)])
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+
+
+def assert_gradients_reach_every_parameter(
+    model: nn.Module, cfg: dict[str, Any], feat_dim: int, embed_dim: int
+) -> None:
+    """One margin-softmax step on a padded batch gives every parameter of the embedder and of
+    the head ``cfg["head"]`` (``cfg["head_args"]``) a finite, non-zero gradient."""
+    head = build_head(cfg["head"], embed_dim, 3, margin=0.2, scale=10.0, args=cfg["head_args"])
+    feats = torch.randn(3, 29, feat_dim)
+    labels = torch.tensor([0, 1, 2])
+    F.cross_entropy(head(model(feats, torch.tensor([29, 20, 25])), labels), labels).backward()
+    for pname, param in model.named_parameters():
+        assert param.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, pname
+    assert all(p.grad is not None for p in head.parameters())

@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
-from model_checks import HAS_ONNX, assert_onnx_matches_eager
+from model_checks import (
+    HAS_ONNX,
+    assert_gradients_reach_every_parameter,
+    assert_onnx_matches_eager,
+    assert_padded_equals_unpadded,
+)
 
-from wildvox.models import Embedder, build_embedder, build_head
+from wildvox.models import Embedder, build_embedder
 from wildvox.models.backbones.efficientnet_v2 import EfficientNetV2, drop_path, round_channels
 from wildvox.models.backbones.las_mha import LASMHA, SelfMultiHeadAttention
 
@@ -120,29 +124,13 @@ def test_output_frame_rates() -> None:
 def test_padded_batch_equals_unpadded(name: str) -> None:
     model = _embedder(name).eval()
     _calibrate_norms(model)
-    lengths = torch.tensor([37, 22, 5])
-    feats = torch.randn(3, 37, FEAT_DIM)
-    feats[1, 22:] = 5.0  # padding content must not leak into the valid frames
-    feats[2, 5:] = -3.0
-    with torch.no_grad():
-        batched = model(feats, lengths)
-        alone = torch.cat([model(feats[i : i + 1, : int(n)]) for i, n in enumerate(lengths)])
-    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)
+    assert_padded_equals_unpadded(model, [37, 22, 5], FEAT_DIM, pads=[0.0, 5.0, -3.0])
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_gradients_reach_every_parameter(name: str) -> None:
-    cfg = ZOO[name]
     model = _embedder(name).train()
-    head = build_head(cfg["head"], EMBED_DIM, 3, margin=0.2, scale=10.0, args=cfg["head_args"])
-    feats = torch.randn(3, 29, FEAT_DIM)
-    lengths = torch.tensor([29, 20, 25])
-    labels = torch.tensor([0, 1, 2])
-    F.cross_entropy(head(model(feats, lengths), labels), labels).backward()
-    for pname, param in model.named_parameters():
-        assert param.grad is not None, f"{pname} got no gradient"
-        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, pname
-    assert all(p.grad is not None for p in head.parameters())
+    assert_gradients_reach_every_parameter(model, ZOO[name], FEAT_DIM, EMBED_DIM)
 
 
 # nn.LSTM makes torch.export specialise on the number of frames, so LAS-MHA is exported with a
