@@ -35,6 +35,24 @@ def frame_mask_2d(lengths: Tensor, frames: int, dtype: torch.dtype) -> Tensor:
     return length_mask(lengths, frames).to(dtype)[:, None, None, :]
 
 
+def spectrogram_input(
+    feats: Tensor, feat_dim: int, lengths: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Features ``(B, T, F)`` -> a one-channel image ``(B, 1, F, T)`` for the 2-D backbones,
+    padded frames zeroed, and its ``(B, 1, 1, T)`` frame mask (None without ``lengths``).
+
+    Raises:
+        ValueError: ``feats`` is not ``(B, T, feat_dim)``.
+    """
+    if feats.dim() != 3 or feats.shape[2] != feat_dim:
+        raise ValueError(f"expected (B, T, {feat_dim}) features, got {feats.shape}")
+    x = feats.transpose(1, 2).unsqueeze(1)
+    if lengths is None:
+        return x, None
+    mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
+    return x * mask, mask
+
+
 def apply_mask(x: Tensor, mask: Tensor | None) -> Tensor:
     """``x`` with padded frames zeroed (``mask`` 1.0 on valid frames, broadcastable), or ``x``."""
     return x if mask is None else x * mask

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wildvox.models.backbones.resnet_se import strided_length
-from wildvox.models.pooling import apply_mask, frame_mask_2d
+from wildvox.models.pooling import apply_mask, frame_mask_2d, spectrogram_input
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -280,13 +280,8 @@ class EfficientNetV2(nn.Module):
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``feats (B, T, F)``, ``lengths (B,)`` -> ``(B, out_channels, T')``."""
-        if feats.dim() != 3 or feats.shape[2] != self.feat_dim:
-            raise ValueError(f"expected (B, T, {self.feat_dim}) features, got {feats.shape}")
-        x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
-        mask: Tensor | None = None
-        if lengths is not None:
-            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
-        x = self.stem(apply_mask(x, mask))
+        x, mask = spectrogram_input(feats, self.feat_dim, lengths)  # (B, 1, F, T)
+        x = self.stem(x)
         if lengths is not None:
             lengths = strided_length(lengths, 2)
             mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wildvox.models.pooling import apply_mask, frame_mask_2d, length_mask
+from wildvox.models.pooling import apply_mask, length_mask, spectrogram_input
 from wildvox.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -143,13 +143,7 @@ class ResNetSE(nn.Module):
 
     def forward(self, feats: Tensor, lengths: Tensor | None = None) -> Tensor:
         """``feats (B, T, F)``, ``lengths (B,)`` -> ``(B, out_channels, T')``."""
-        if feats.dim() != 3 or feats.shape[2] != self.feat_dim:
-            raise ValueError(f"expected (B, T, {self.feat_dim}) features, got {feats.shape}")
-        x = feats.transpose(1, 2).unsqueeze(1)  # (B, 1, F, T)
-        mask: Tensor | None = None
-        if lengths is not None:
-            mask = frame_mask_2d(lengths, x.shape[-1], x.dtype)
-            x = x * mask
+        x, mask = spectrogram_input(feats, self.feat_dim, lengths)  # (B, 1, F, T)
         x = apply_mask(F.relu(self.bn1(self.conv1(x))), mask)
         for block, stride in zip(self.blocks, self.block_strides, strict=True):
             mask_out = mask
