@@ -60,6 +60,7 @@ def export_model(
         tensors[f"head.{k}"] = v.detach().cpu().contiguous()
     tmp = out_dir / (WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
+    tmp.chmod(0o644)  # safetensors writes 0600; a model folder is meant to be shared
     model_id = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
     tmp.replace(out_dir / WEIGHTS)
     meta = {
