@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from wildvox.inference.calibration import fit_model_calibration
 from wildvox.metrics.verification import compute_cllr, compute_min_cllr
 from wildvox.scoring import calibration
 from wildvox.scoring.calibration import (
@@ -162,3 +163,27 @@ def test_calibration_trials_degrade_gracefully() -> None:
     a = build_calibration_trials(speakers, durations, np.random.default_rng(0), 10)
     b = build_calibration_trials(speakers, durations, np.random.default_rng(0), 10)
     np.testing.assert_array_equal(a.enroll, b.enroll)
+
+
+def test_open_set_identification_threshold_bounds_the_impostor_rate() -> None:
+    """With N enrolled speakers an impostor is accepted when the best of N non-target LLRs
+    passes; far=X% for identification keeps that rate at about X."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 16))
+    speakers = np.repeat(np.arange(40), 12)
+    emb = centres[speakers] + 0.9 * rng.normal(size=(len(speakers), 16))
+    durations = rng.uniform(1.0, 8.0, len(speakers))
+    cal = fit_model_calibration(emb, durations, speakers.astype(str), n_per_class=4000)
+    assert cal.identification_threshold("far=1%", 1) == pytest.approx(cal.threshold("far=1%"))
+    assert cal.identification_threshold("eer", 16) == cal.threshold("eer")
+    strict = cal.identification_threshold("far=1%", 16)
+    assert strict > cal.threshold("far=1%")
+    # simulate: the best of 16 impostor LLRs drawn from the calibration's non-target quantiles
+    q = cal.nontarget_quantiles
+    draws = np.interp(rng.uniform(size=(20000, 16)), np.linspace(0, 1, len(q)), q)
+    accepted = float((draws.max(axis=1) >= strict).mean())
+    assert 0.003 < accepted < 0.02  # about 1 %, not the ~15 % of the per-trial threshold
+    with pytest.raises(ValueError, match="unknown operating point"):
+        cal.identification_threshold("far=lots", 4)
+    with pytest.raises(ValueError, match="enrolled"):
+        cal.identification_threshold("far=1%", 0)

@@ -254,7 +254,8 @@ class SpeakerModel:
         """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold.
 
         With a cohort, the ``max(top_k, 50)`` nearest speakers by cosine are re-ranked by their
-        AS-normalised score.
+        AS-normalised score. A ``far=X%`` operating point bounds the open-set rate of impostors
+        accepted as anyone (:meth:`ModelCalibration.identification_threshold`).
         """
         cal = self._calibration()
         store = self.store()
@@ -283,7 +284,7 @@ class SpeakerModel:
             Candidate(n, float(s), float(c), float(v))
             for n, s, c, v in zip(names, scores, cosines, llrs, strict=True)
         ]
-        thr = cal.threshold(operating_point)
+        thr = cal.identification_threshold(operating_point, len(store))
         best = cands[0].name if cands and cands[0].llr >= thr else None
         reliable, note = self._reliability(duration)
         return Identification(cands, best, thr, operating_point, duration, reliable, note)

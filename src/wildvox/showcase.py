@@ -124,7 +124,7 @@ def identification_section(
         best = sims[np.arange(len(q)), order[:, 0]]
         llr = model.calibration.llr(best, np.array([enrolled[n] for n in top1]), emb.durations[q])
         for point in ("eer", "far=1%"):
-            accept = llr >= model.calibration.threshold(point)
+            accept = llr >= model.calibration.identification_threshold(point, len(names))
             out[f"open-set @ {point}: correct"] = float(
                 np.mean(np.where(known, accept & hit1, ~accept))
             )

@@ -66,6 +66,24 @@ class ModelCalibration:
         valid = ", ".join([*self.thresholds, "far=X%", "frr=X%"])
         raise ValueError(f"unknown operating point {point!r}; valid: {valid}")
 
+    def identification_threshold(self, point: str, enrolled: int) -> float:
+        """LLR threshold for open-set identification against ``enrolled`` speakers.
+
+        The best of ``enrolled`` impostor scores passes a per-trial threshold far more often
+        than one does, so a ``far=X%`` point is read as the open-set rate (an impostor accepted
+        as anyone) and mapped to the per-trial rate ``1 - (1 - X) ** (1 / enrolled)`` (Sidak);
+        other points are used as they are.
+        """
+        if enrolled < 1:
+            raise ValueError(f"enrolled must be >= 1, got {enrolled}")
+        single = self.threshold(point)  # also validates the point
+        if not point.startswith("far="):
+            return single
+        rate = float(point[4:-1]) / 100.0
+        per_trial = 1.0 - (1.0 - rate) ** (1.0 / enrolled)
+        q = self.nontarget_quantiles
+        return float(np.interp(1.0 - per_trial, np.linspace(0.0, 1.0, len(q)), q))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "calibrator": self.calibrator.to_dict(),
