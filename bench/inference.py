@@ -57,7 +57,7 @@ from wildvox.data.trials import read_trials
 from wildvox.inference.cohort import ScoreCohort
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
 from wildvox.scoring.asnorm import make_cohort
-from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
+from wildvox.scoring.cosine import cosine_score_pairs
 
 logger = logging.getLogger("bench.inference")
 
@@ -147,11 +147,7 @@ def peer_asnorm(cohort_npz: Path, top_n: int = 100) -> Scorer:
     cohort = ScoreCohort.from_embeddings(make_cohort(emb, speakers), top_n)
     logger.info("peer cohort: %d speakers from %s", len(cohort.embeddings), cohort_npz)
 
-    def score(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = length_normalize(a), length_normalize(b)
-        return cohort.normalize(np.einsum("ij,ij->i", a, b).astype(np.float64), a, b)
-
-    return score
+    return cohort.score_pairs
 
 
 def timed_passes(run: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:

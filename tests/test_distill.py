@@ -59,6 +59,11 @@ def test_teacher_rows_follow_corpus_ids_and_paths(wildmix: Path, tmp_path: Path)
     np.savez(path, ids=np.array(["other/x.wav"]), embeddings=table[:1])
     with pytest.raises(ValueError, match="none of the 5 training utterances"):
         load_teacher(path, utts)
+    bad = table.copy()
+    bad[0, 0] = np.nan
+    np.savez(path, ids=np.array(ids), embeddings=bad)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_teacher(path, utts)
     path.write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a teacher embedding file"):
         load_teacher(path, utts)

@@ -23,7 +23,7 @@ from wildvox.inference.calibration import SHORT_SECONDS, ModelCalibration
 from wildvox.inference.cohort import ScoreCohort
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
 from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
-from wildvox.scoring.cosine import length_normalize
+from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 from wildvox.store.sqlite_store import SpeakerStore
 
 logger = logging.getLogger(__name__)
@@ -169,9 +169,9 @@ class SpeakerModel:
     def score(self, emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
         """Scores (N,) of trials between embeddings ``emb_a`` and ``emb_b`` (N, D): cosine,
         AS-normalised against the model's cohort when it has one."""
-        a, b = length_normalize(np.atleast_2d(emb_a)), length_normalize(np.atleast_2d(emb_b))
-        cos = np.einsum("ij,ij->i", a, b).astype(np.float64)
-        return cos if self.cohort is None else self.cohort.normalize(cos, a, b)
+        if self.cohort is not None:
+            return self.cohort.score_pairs(emb_a, emb_b)
+        return cosine_score_pairs(np.atleast_2d(emb_a), np.atleast_2d(emb_b)).astype(np.float64)
 
     def score_matrix(self, queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
         """Scores (Q, R) of every query (Q, D) against every reference (R, D)."""

@@ -18,7 +18,7 @@ import numpy as np
 from wildvox.inference.cohort import ScoreCohort
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
 from wildvox.scoring.calibration import LogisticCalibrator, build_calibration_trials
-from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
+from wildvox.scoring.cosine import cosine_score_pairs
 
 NAMED_POINTS = ("eer", "min-dcf", "far=1%", "far=0.1%", "bayes")
 SHORT_SECONDS = 2.0
@@ -29,6 +29,11 @@ def trial_features(scores: np.ndarray, dur_a: np.ndarray, dur_b: np.ndarray) -> 
     lo = np.log(np.maximum(np.minimum(dur_a, dur_b), 0.1))
     hi = np.log(np.maximum(np.maximum(dur_a, dur_b), 0.1))
     return np.stack([scores, lo, hi], axis=1)
+
+
+def _quantile(q: np.ndarray, level: float) -> float:
+    """The value at ``level`` in [0, 1] of a distribution given by evenly spaced quantiles."""
+    return float(np.interp(level, np.linspace(0.0, 1.0, len(q)), q))
 
 
 @dataclass
@@ -61,8 +66,7 @@ class ModelCalibration:
                     break
                 if not 0.0 < rate < 1.0:
                     break
-                grid = np.linspace(0.0, 1.0, len(q))
-                return float(np.interp(1.0 - rate if upper else rate, grid, q))
+                return _quantile(q, 1.0 - rate if upper else rate)
         valid = ", ".join([*self.thresholds, "far=X%", "frr=X%"])
         raise ValueError(f"unknown operating point {point!r}; valid: {valid}")
 
@@ -81,8 +85,7 @@ class ModelCalibration:
             return single
         rate = float(point[4:-1]) / 100.0
         per_trial = 1.0 - (1.0 - rate) ** (1.0 / enrolled)
-        q = self.nontarget_quantiles
-        return float(np.interp(1.0 - per_trial, np.linspace(0.0, 1.0, len(q)), q))
+        return _quantile(self.nontarget_quantiles, 1.0 - per_trial)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -127,10 +130,11 @@ def fit_model_calibration(
     trials = build_calibration_trials(
         np.asarray(speakers), np.maximum(durations, short[0]), rng, n_per_class, short
     )
-    scores = cosine_score_pairs(embeddings[trials.enroll], embeddings[trials.test])
-    if cohort is not None:
-        unit = length_normalize(embeddings)
-        scores = cohort.normalize(scores, unit[trials.enroll], unit[trials.test])
+    enroll, test = embeddings[trials.enroll], embeddings[trials.test]
+    if cohort is None:
+        scores = cosine_score_pairs(enroll, test)
+    else:
+        scores = cohort.score_pairs(enroll, test)
     feats = trial_features(scores, durations[trials.enroll], durations[trials.test])
     cal = LogisticCalibrator(p_target=p_target).fit(feats, trials.labels)
     llr = cal.transform(feats)

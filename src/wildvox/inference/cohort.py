@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from wildvox.scoring.asnorm import asnorm_from_stats, cohort_stats
-from wildvox.scoring.cosine import length_normalize
+from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 
 COHORT_FILE = "cohort.safetensors"
 
@@ -65,10 +65,17 @@ class ScoreCohort:
         (K, D) (each side's cohort statistics are computed once)."""
         mr, sr = self.stats(rows)
         mc, sc = self.stats(cols)
-        if (sr <= 0).any() or (sc <= 0).any():
-            raise ValueError("a cohort score distribution has zero spread: rebuild the cohort")
         s = np.asarray(scores, dtype=np.float64)
-        return 0.5 * ((s - mr[:, None]) / sr[:, None] + (s - mc[None, :]) / sc[None, :])
+        r, k = s.shape
+        flat = asnorm_from_stats(
+            s.ravel(), np.repeat(mr, k), np.repeat(sr, k), np.tile(mc, r), np.tile(sc, r)
+        )
+        return flat.reshape(r, k)
+
+    def score_pairs(self, emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
+        """AS-normalised cosine scores (N,) of trials between ``emb_a`` and ``emb_b`` (N, D)."""
+        a, b = np.atleast_2d(emb_a), np.atleast_2d(emb_b)
+        return self.normalize(cosine_score_pairs(a, b).astype(np.float64), a, b)
 
     def save(self, model_dir: Path) -> Path:
         path = Path(model_dir) / COHORT_FILE

@@ -56,6 +56,8 @@ def load_teacher(path: Path, utterances: Sequence[Utterance]) -> tuple[np.ndarra
         ) from exc
     if table.ndim != 2 or len(ids) != len(table):
         raise ValueError(f"{path}: embeddings {table.shape} do not match {len(ids)} ids")
+    if not np.isfinite(table).all():
+        raise ValueError(f"{path}: embeddings contain NaN or infinite values")
     row = {key: i for i, key in enumerate(ids)}
     out = np.zeros((len(utterances), table.shape[1]), dtype=np.float32)
     known = np.zeros(len(utterances), dtype=bool)
