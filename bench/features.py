@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 import kaldi_native_fbank as knf
 import numpy as np
 import torch
+from machine import cpu_name
 
 from wildvox.audio.features import Fbank
 from wildvox.audio.io import load_audio
@@ -52,15 +52,6 @@ def select_audio(root: Path, count: int) -> tuple[list[str], list[np.ndarray]]:
     files = sorted((root / "wav").rglob("*.opus"))
     picked = files[:: max(1, len(files) // count)][:count]
     return [str(p.relative_to(root / "wav")) for p in picked], [load_audio(p) for p in picked]
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def knf_options(n_mels: int) -> knf.FbankOptions:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import cpu_name
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -100,15 +100,6 @@ def parse_args() -> argparse.Namespace:
     if args.only and set(args.only) - known:
         parser.error(f"unknown configuration(s) {sorted(set(args.only) - known)}; known: {known}")
     return args
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def count_macs(model: Embedder, feats: torch.Tensor) -> dict[str, int]:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import sklearn
 import torch
+from machine import cpu_name
 from sklearn.metrics import roc_curve
 from threadpoolctl import threadpool_limits
 
@@ -183,15 +184,6 @@ def run_case_subprocess(case: str, args: argparse.Namespace) -> dict[str, Any]:
     peak = gib(result["peak_rss_bytes"])
     print(f"asnorm {case}: {result['seconds']:.2f} s, peak RSS {peak} GiB")
     return result
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def gib(n: float) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
+from machine import cpu_name
 
 from wildvox.config import load_config
 from wildvox.data.corpora.voxceleb import load_corpus
@@ -192,15 +192,6 @@ def run_case(case: Case, args: argparse.Namespace, data: Path, corpus: str, tmp:
     result.params = sum(p.numel() for p in trainer.net.parameters())
     trainer.fit()
     return result
-
-
-def cpu_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def write_markdown(path: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
