@@ -255,7 +255,7 @@ def test_migration_from_version_0_file(tmp_path: Path) -> None:
     with SpeakerStore(path, MODEL, DIM) as st:
         enroll_random(st, "ann", np.random.default_rng(3))
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
 
@@ -283,8 +283,8 @@ def test_pending_migrations_apply_in_order_in_one_transaction(tmp_path: Path) ->
 
     with pytest.raises(RuntimeError, match="migration 3"):
         store_with((*MIGRATIONS, add_column, failing))(path, MODEL, DIM)
-    with sqlite3.connect(path) as raw:  # rolled back as a whole: still version 1, no column
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+    with sqlite3.connect(path) as raw:  # rolled back as a whole: still the version, no column
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         cols = [r[1] for r in raw.execute("PRAGMA table_info(speakers)")]
         assert "note" not in cols
     raw.close()
@@ -293,7 +293,7 @@ def test_pending_migrations_apply_in_order_in_one_transaction(tmp_path: Path) ->
     with store_with((*MIGRATIONS, add_column, add_index))(path, MODEL, DIM) as st:
         assert applied == [2, 3] and st.get("ann").num_utterances == 2
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 2
     raw.close()
     with pytest.raises(StoreError, match="newer than supported"):
         SpeakerStore(path, MODEL, DIM)

@@ -2,13 +2,18 @@
 
 Schema version ``v`` of a store file lives in ``PRAGMA user_version``; ``MIGRATIONS[v]`` upgrades
 a file from ``v`` to ``v + 1`` and runs inside the transaction that sets the new version.
-Version 0 is an empty SQLite file.
+Version 0 is an SQLite database without tables (a 0-byte file is refused, see
+:mod:`wildvox.store.opening`).
+
+Version 2 adds ``speakers.name_key`` (:func:`wildvox.store.names.name_key`), the look-alike
+key names are found and kept unique by. Its index is not ``UNIQUE``: a store made before
+version 2 may already hold look-alikes (``alice`` and ``Alice``); those stay, each reachable by
+its exact name, and no new look-alike can be added.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,9 +22,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from wildvox.store.names import name_key
 from wildvox.store.search import FloatArray
-
-logger = logging.getLogger(__name__)
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -99,18 +103,17 @@ def _migration_1(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX utterances_by_speaker ON utterances(speaker_id)")
 
 
+def _migration_2(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE speakers ADD COLUMN name_key TEXT NOT NULL DEFAULT ''")
+    rows = conn.execute("SELECT id, name FROM speakers").fetchall()
+    conn.executemany(
+        "UPDATE speakers SET name_key = ? WHERE id = ?", [(name_key(n), i) for i, n in rows]
+    )
+    conn.execute("CREATE INDEX speakers_by_key ON speakers(name_key)")
+
+
 #: ``MIGRATIONS[v]`` upgrades a file from schema version ``v`` to ``v + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_migration_1,)
-
-
-def pool_utterances(embeddings: FloatArray, durations: npt.ArrayLike) -> FloatArray:
-    """Speaker embedding ``(D,)`` from utterances ``(K, D)`` and ``durations (K,)`` seconds.
-
-    Duration-weighted mean of the L2-normalised rows, renormalised to unit length.
-    """
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    mean = np.asarray(durations, dtype=np.float64) @ unit
-    return (mean / np.linalg.norm(mean)).astype(np.float32)
+MIGRATIONS: tuple[Migration, ...] = (_migration_1, _migration_2)
 
 
 def validate_utterances(
@@ -141,43 +144,9 @@ def validate_utterances(
         raise ValueError(f"sources must be a list of {k} strings")
     if not all(isinstance(s, str) for s in sources):
         raise TypeError("every source must be a string")
-    return emb32, dur, list(sources)
-
-
-def pool_by_speaker(
-    speaker_ids: npt.NDArray[np.int64], durations: npt.NDArray[np.float64], embeddings: FloatArray
-) -> tuple[npt.NDArray[np.int64], FloatArray]:
-    """:func:`pool_utterances` for many speakers at once.
-
-    Args:
-        speaker_ids: ``(N,)`` speaker of each utterance, grouped (equal ids adjacent).
-        durations: ``(N,)`` seconds.
-        embeddings: ``(N, D)``.
-
-    Returns:
-        ``(ids (S,), pooled (S, D))``: each group's id and unit-norm embedding.
-    """
-    if speaker_ids.size == 0:
-        return speaker_ids.copy(), np.zeros((0, embeddings.shape[1]), dtype=np.float32)
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    starts = np.flatnonzero(np.r_[True, speaker_ids[1:] != speaker_ids[:-1]])
-    sums = np.add.reduceat(unit * durations[:, None], starts, axis=0)
-    pooled = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
-    return speaker_ids[starts], pooled
-
-
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def check_sqlite_header(path: Path) -> None:
-    """Refuse, without touching it, a non-empty ``path`` that is not an SQLite database."""
-    if path.is_dir():
-        raise StoreError(path, "is a directory, not a speaker-store file")
-    if path.is_file() and path.stat().st_size > 0:
-        with path.open("rb") as fh:
-            header = fh.read(len(_SQLITE_HEADER))
-        if header != _SQLITE_HEADER:
-            raise StoreError(path, "is not an SQLite database; left untouched")
+    # A path that is not valid UTF-8 (lone surrogates from os.fsdecode) is kept readable.
+    srcs = [s.encode("utf-8", "backslashreplace").decode("utf-8") for s in sources]
+    return emb32, dur, srcs
 
 
 @contextlib.contextmanager
@@ -191,46 +160,3 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-
-
-def apply_migrations(
-    conn: sqlite3.Connection, path: Path, migrations: Sequence[Migration] = MIGRATIONS
-) -> int:
-    """Bring the file to version ``len(migrations)``: pending steps in order, one transaction.
-
-    A version-0 file must be empty (no tables): anything else is someone else's database.
-    Returns the version the file had before. Raises :class:`StoreError` for a newer schema.
-    """
-    target = len(migrations)
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    if version == target:
-        return version
-    with write_transaction(conn):
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])  # under the lock
-        if version > target:
-            raise StoreError(path, f"schema version {version} is newer than supported ({target})")
-        if version == 0:
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master")]
-            if tables:
-                raise StoreError(path, f"is an SQLite database but not a speaker store: {tables}")
-        for v in range(version, target):
-            logger.info("%s: migrating schema %d -> %d", path, v, v + 1)
-            migrations[v](conn)
-        conn.execute(f"PRAGMA user_version = {target}")
-    return version
-
-
-def ensure_meta(conn: sqlite3.Connection, path: Path, model_id: str, embed_dim: int) -> None:
-    """Record ``model_id``/``embed_dim`` in a new store; raise :class:`StoreModelMismatch`
-    if the store already holds different ones."""
-    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    if "model_id" not in meta:
-        with write_transaction(conn):
-            conn.executemany(
-                "INSERT OR IGNORE INTO meta VALUES (?, ?)",
-                [("model_id", model_id), ("embed_dim", embed_dim), ("generation", 0)],
-            )
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-    stored = (str(meta["model_id"]), int(meta["embed_dim"]))
-    if stored != (model_id, embed_dim):
-        raise StoreModelMismatch(path, stored, (model_id, embed_dim))

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wildvox.registry import Registry
+from wildvox.scoring.cosine import length_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +86,21 @@ def _as_ids(ids: npt.ArrayLike, n: int) -> IdArray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
-def l2_normalize(x: FloatArray) -> FloatArray:
-    """Rows of ``x`` ``(N, D)`` scaled to unit L2 norm; a zero row raises ``ValueError``."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError("cannot normalise a zero vector")
-    return (x / norms).astype(np.float32, copy=False)
+def check_top_k(k: object, what: str = "top_k") -> int:
+    """``k`` as an ``int`` when it is an integer >= 1, else ``ValueError`` naming ``what``.
+
+    The one check of a requested result count, for the store, its indexes and the API.
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {k!r}")
+    return int(k)
 
 
-def _check_k(k: int) -> None:
-    if not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+def _unit_rows(x: FloatArray, what: str) -> FloatArray:
+    """Rows of ``x`` ``(N, D)`` at unit L2 norm; a zero row has no direction: ``ValueError``."""
+    if (np.linalg.norm(x, axis=1) == 0).any():
+        raise ValueError(f"{what} contain an all-zero row, which has no direction")
+    return length_normalize(x).astype(np.float32, copy=False)
 
 
 def top_k(scores: FloatArray, k: int) -> tuple[FloatArray, npt.NDArray[np.intp]]:
@@ -104,7 +109,7 @@ def top_k(scores: FloatArray, k: int) -> tuple[FloatArray, npt.NDArray[np.intp]]
     Uses ``argpartition`` (O(N) per row) and sorts only the ``k`` survivors. Returns
     ``(values (Q, k'), columns (Q, k'))`` with ``k' = min(k, N)``.
     """
-    _check_k(k)
+    k = check_top_k(k, "k")
     n = scores.shape[1]
     k = min(k, n)
     if k < n:
@@ -139,7 +144,7 @@ class ExactIndex:
         """Add ``vectors`` ``(N, dim)`` under ``ids`` ``(N,)`` (int64)."""
         vecs = _as_matrix(vectors, self.dim, "vectors")
         id_arr = _as_ids(ids, vecs.shape[0])
-        self._chunks.append(l2_normalize(vecs) if self.normalize else vecs.copy())
+        self._chunks.append(_unit_rows(vecs, "vectors") if self.normalize else vecs.copy())
         self._id_chunks.append(id_arr.copy())
 
     def _consolidate(self) -> None:
@@ -174,10 +179,10 @@ class ExactIndex:
         Returns:
             ``(scores (Q, k'), ids (Q, k'))`` best first, ``k' = min(k, len(self))``.
         """
-        _check_k(k)
+        k = check_top_k(k, "k")
         q = _as_matrix(queries, self.dim, "queries")
         if self.normalize:
-            q = l2_normalize(q)
+            q = _unit_rows(q, "queries")
         self._consolidate()
         n = self._vectors.shape[0]
         kk = min(k, n)
@@ -304,7 +309,7 @@ class ApproxIndex:
         if vecs.shape[0] == 0:
             return
         if self.normalize:
-            vecs = l2_normalize(vecs)
+            vecs = _unit_rows(vecs, "vectors")
         with _omp_threads(self._faiss, self.num_threads):
             if self._index is None:
                 self._create(vecs)
@@ -342,10 +347,10 @@ class ApproxIndex:
         a slot the search could not fill (rare, e.g. IVF cells too few) has id ``-1`` and
         score ``-inf``.
         """
-        _check_k(k)
+        k = check_top_k(k, "k")
         q = _as_matrix(queries, self.dim, "queries")
         if self.normalize:
-            q = l2_normalize(q)
+            q = _unit_rows(q, "queries")
         kk = min(k, len(self))
         if kk == 0:
             return np.empty((q.shape[0], 0), np.float32), np.empty((q.shape[0], 0), np.int64)

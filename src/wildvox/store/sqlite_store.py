@@ -1,16 +1,24 @@
 """Enrolled-speaker store: one SQLite file of utterance embeddings, searched by cosine.
 
-The file holds three tables (schema version 1, in ``PRAGMA user_version``)::
+The file holds three tables (schema version 2, in ``PRAGMA user_version``)::
 
     meta(key, value)              model_id, embed_dim, generation (change counter)
-    speakers(id, name, created, updated)
+    speakers(id, name, name_key, created, updated)
     utterances(id, speaker_id -> speakers ON DELETE CASCADE, source, duration, embedding,
                model_id, created)
 
 Embeddings are little-endian float32 blobs of ``embed_dim`` values; times are Unix seconds;
 durations are seconds of speech. The file runs in WAL mode with a busy timeout, so several
 processes can read and write it at once; every write is one ``BEGIN IMMEDIATE`` transaction,
-so a killed process leaves either all or none of an enrolment.
+so a killed process leaves either all or none of an enrolment. A new file is made only where
+none exists, whole and race-free; a 0-byte file or a store that lost its ``meta`` rows is
+refused, never re-initialised (see :mod:`wildvox.store.opening`).
+
+Speaker names (see :mod:`wildvox.store.names`) are stored NFC-normalised, trimmed, with
+zero-width and other format characters removed; control characters, empty names and names over
+200 characters are refused. Names keep the case they were given but are unique regardless of
+case: every method looks a name up by its case-folded key, so ``get("Alice")`` finds ``alice``
+and enrolling ``"Alice "`` adds utterances to ``alice``.
 
     >>> import tempfile, numpy as np
     >>> with tempfile.TemporaryDirectory() as tmp, SpeakerStore(f"{tmp}/s.db", "demo", 4) as st:
@@ -20,8 +28,9 @@ so a killed process leaves either all or none of an enrolment.
     (2, 'ann')
 
 A speaker's embedding is the duration-weighted mean of its length-normalised utterance
-embeddings, renormalised. ``identify`` searches exactly below ``approx_threshold`` speakers and
-with a faiss IVF-flat (or HNSW) index above it (see :mod:`wildvox.store.search`).
+embeddings, renormalised (:func:`wildvox.scoring.cosine.speaker_means`). ``identify``
+searches exactly below ``approx_threshold`` speakers and with a faiss IVF-flat (or HNSW) index
+above it (see :mod:`wildvox.store.search`).
 """
 
 from __future__ import annotations
@@ -38,7 +47,10 @@ from typing import ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
+from wildvox.scoring.cosine import enroll_mean, speaker_means
 from wildvox.store.live_index import LiveIndex, SpeakerMatrix, merge_matrix, stale_speakers
+from wildvox.store.names import name_key, normalize_name
+from wildvox.store.opening import open_store
 from wildvox.store.schema import (
     MIGRATIONS,
     Migration,
@@ -47,15 +59,10 @@ from wildvox.store.schema import (
     StoreError,
     UnknownSpeaker,
     UtteranceSet,
-    apply_migrations,
-    check_sqlite_header,
-    ensure_meta,
-    pool_by_speaker,
-    pool_utterances,
     validate_utterances,
     write_transaction,
 )
-from wildvox.store.search import FloatArray
+from wildvox.store.search import FloatArray, check_top_k
 from wildvox.store.transfer import ExportedSpeaker, ImportSummary, read_export, write_export
 
 logger = logging.getLogger(__name__)
@@ -70,7 +77,7 @@ class SpeakerStore:
     """Enrolled speakers of one embedding model, persisted in a SQLite file.
 
     Args:
-        path: the SQLite file; created (with parents) when missing.
+        path: the SQLite file; created (with parents) only when no file exists there.
         model_id: identifier of the embedding model; a store is tied to one model.
         embed_dim: embedding size ``D``.
         approx_threshold: from this many speakers on, ``identify`` uses approximate search.
@@ -80,8 +87,9 @@ class SpeakerStore:
             see ``bench/results/store.md``.
 
     Raises:
-        StoreError: the file is not SQLite, is corrupt, is not a wildvox store, or has a newer
-            schema; the file is left untouched.
+        StoreError: the file is empty (0 bytes), not SQLite, corrupt, not a wildvox store, has
+            lost its ``meta`` rows or has a newer schema; the folder cannot be made (its parent
+            is a file, say). The file is left untouched.
         StoreModelMismatch: the file holds another model's embeddings.
     """
 
@@ -110,21 +118,9 @@ class SpeakerStore:
         self._matrix_cache: SpeakerMatrix | None = None
         self._live = LiveIndex(embed_dim, approx_threshold, search_threads, method=approx_method)
         self._index_generation = -1
-        check_sqlite_header(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None)
-        self._conn: sqlite3.Connection | None = conn
-        try:
-            with self._errors():
-                conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-                conn.execute("PRAGMA foreign_keys = ON")
-                apply_migrations(conn, self.path, self.migrations)
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # durable across process crashes
-                ensure_meta(conn, self.path, self.model_id, self.embed_dim)
-        except BaseException:
-            self.close()
-            raise
+        self._conn: sqlite3.Connection | None = None
+        with self._errors():
+            self._conn = open_store(self.path, self.migrations, model_id, embed_dim, busy_timeout_s)
 
     # ---------------------------------------------------------------- plumbing
     def _conn_(self) -> sqlite3.Connection:
@@ -165,11 +161,25 @@ class SpeakerStore:
             row = self._conn_().execute("SELECT value FROM meta WHERE key = 'generation'")
             return int(row.fetchone()[0])
 
+    def _find(self, conn: sqlite3.Connection, name: str) -> tuple[int, str] | None:
+        """``(id, stored name)`` of the speaker ``name`` denotes (same key), or ``None``."""
+        sql = "SELECT id, name FROM speakers WHERE name_key = ? ORDER BY id"
+        rows = conn.execute(sql, (name_key(name),)).fetchall()
+        if len(rows) > 1:  # look-alikes stored before names were unique regardless of case
+            exact = [r for r in rows if r[1] == name]
+            if len(exact) != 1:
+                shown = ", ".join(repr(r[1]) for r in rows)
+                raise StoreError(
+                    self.path, f"{name!r} matches several speakers ({shown}); give the exact name"
+                )
+            rows = exact
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
     def _speaker_id(self, conn: sqlite3.Connection, name: str) -> int:
-        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        found = self._find(conn, name) if isinstance(name, str) else None
+        if found is None:
             raise UnknownSpeaker(self.path, name)
-        return int(row[0])
+        return found[0]
 
     _RECORD_SQL = (
         "SELECT s.name, COUNT(u.id), COALESCE(SUM(u.duration), 0), s.created, s.updated "
@@ -177,11 +187,9 @@ class SpeakerStore:
         "GROUP BY s.id ORDER BY s.name"
     )
 
-    def _record(self, conn: sqlite3.Connection, name: str) -> SpeakerRecord:
-        sql = self._RECORD_SQL.format(where="WHERE s.name = ?")
-        row = conn.execute(sql, (name,)).fetchone()
-        if row is None:
-            raise UnknownSpeaker(self.path, name)
+    def _record(self, conn: sqlite3.Connection, speaker_id: int) -> SpeakerRecord:
+        row = conn.execute(self._RECORD_SQL.format(where="WHERE s.id = ?"), (speaker_id,))
+        row = row.fetchone()
         return SpeakerRecord(row[0], int(row[1]), float(row[2]), float(row[3]), float(row[4]))
 
     def _insert_utterance(
@@ -202,19 +210,20 @@ class SpeakerStore:
     def _speaker_row(
         self, conn: sqlite3.Connection, name: str, created: float, updated: float
     ) -> int:
-        """Id of speaker ``name``, created when missing; ``updated`` is set either way."""
-        row = conn.execute("SELECT id FROM speakers WHERE name = ?", (name,)).fetchone()
-        if row is None:
+        """Id of speaker ``name`` (a normal form), created when no look-alike exists;
+        ``updated`` is set either way."""
+        found = self._find(conn, name)
+        if found is None:
             cur = conn.execute(
-                "INSERT INTO speakers (name, created, updated) VALUES (?, ?, ?)",
-                (name, created, updated),
+                "INSERT INTO speakers (name, name_key, created, updated) VALUES (?, ?, ?, ?)",
+                (name, name_key(name), created, updated),
             )
             return int(cur.lastrowid or 0)
         # strictly increasing, so a change is always visible to other connections' caches
         conn.execute(
-            "UPDATE speakers SET updated = max(?, updated + 1e-6) WHERE id = ?", (updated, row[0])
+            "UPDATE speakers SET updated = max(?, updated + 1e-6) WHERE id = ?", (updated, found[0])
         )
-        return int(row[0])
+        return found[0]
 
     # ---------------------------------------------------------------- public API
     def enroll(
@@ -227,33 +236,33 @@ class SpeakerStore:
         """Add ``K`` utterances to speaker ``name`` (created if new), in one transaction.
 
         Args:
-            name: speaker name (non-empty).
+            name: speaker name, normalised (module docstring); a look-alike of an enrolled
+                name (``Alice`` for ``alice``) adds to that speaker, whose name is kept.
             embeddings: ``(K, embed_dim)`` float embeddings, stored as float32.
             durations: ``(K,)`` speech durations in seconds (> 0), the pooling weights.
             sources: ``K`` strings naming where each utterance came from.
 
         Returns:
-            The speaker's record after the enrolment.
+            The speaker's record after the enrolment (``name`` as stored).
 
         Raises:
-            ValueError, TypeError: bad input; nothing is written.
+            ValueError, TypeError: bad input (a refused name, say); nothing is written.
         """
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"speaker name must be a non-empty string, got {name!r}")
+        name = normalize_name(name)
         emb, dur, srcs = validate_utterances(embeddings, durations, sources, self.embed_dim)
         now = time.time()
         with self._transaction() as conn:
             sid = self._speaker_row(conn, name, now, now)
             for i in range(emb.shape[0]):
                 self._insert_utterance(conn, sid, srcs[i], float(dur[i]), emb[i], now)
-            record = self._record(conn, name)
+            record = self._record(conn, sid)
         logger.debug("enrolled %d utterances for %r in %s", emb.shape[0], name, self.path)
         return record
 
     def get(self, name: str) -> SpeakerRecord:
-        """The record of speaker ``name``; raises :class:`UnknownSpeaker`."""
-        with self._errors():
-            return self._record(self._conn_(), name)
+        """The record of speaker ``name`` (any look-alike); raises :class:`UnknownSpeaker`."""
+        with self._snapshot() as conn:
+            return self._record(conn, self._speaker_id(conn, name))
 
     def list_speakers(self) -> list[SpeakerRecord]:
         """Every enrolled speaker, sorted by name."""
@@ -266,15 +275,16 @@ class SpeakerStore:
             return int(self._conn_().execute("SELECT COUNT(*) FROM speakers").fetchone()[0])
 
     def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
         with self._errors():
-            sql = "SELECT 1 FROM speakers WHERE name = ?"
-            return self._conn_().execute(sql, (name,)).fetchone() is not None
+            sql = "SELECT 1 FROM speakers WHERE name_key = ?"
+            return self._conn_().execute(sql, (name_key(name),)).fetchone() is not None
 
     def remove(self, name: str) -> None:
         """Delete speaker ``name`` and its utterances; raises :class:`UnknownSpeaker`."""
         with self._transaction() as conn:
-            if conn.execute("DELETE FROM speakers WHERE name = ?", (name,)).rowcount == 0:
-                raise UnknownSpeaker(self.path, name)
+            conn.execute("DELETE FROM speakers WHERE id = ?", (self._speaker_id(conn, name),))
 
     def _utterance_set(self, conn: sqlite3.Connection, speaker_id: int) -> UtteranceSet:
         rows = conn.execute(
@@ -298,7 +308,7 @@ class SpeakerStore:
     def speaker_embedding(self, name: str) -> FloatArray:
         """Unit-norm ``(D,)`` embedding of speaker ``name`` (duration-weighted, see module doc)."""
         utts = self.utterances(name)
-        return pool_utterances(utts.embeddings, utts.durations)
+        return enroll_mean(utts.embeddings, utts.durations, renormalize=True)
 
     def matrix(self) -> tuple[list[str], FloatArray]:
         """``(names (S,), embeddings (S, D))`` of all speakers, in enrolment order.
@@ -335,7 +345,12 @@ class SpeakerStore:
         uid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         dur = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
         emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
-        pooled_ids, pooled = pool_by_speaker(uid, dur, emb.reshape(len(rows), self.embed_dim))
+        if rows:
+            pooled_ids, pooled = speaker_means(
+                emb.reshape(len(rows), self.embed_dim), uid, dur, renormalize=True
+            )
+        else:
+            pooled_ids, pooled = uid, np.zeros((0, self.embed_dim), dtype=np.float32)
         names = [r[1] for r in speakers]
         cache = merge_matrix(old, gen, sids, names, stamps, pooled_ids, pooled)
         if len(cache.names) < len(names):
@@ -357,8 +372,10 @@ class SpeakerStore:
     def identify(self, query: npt.ArrayLike, top_k: int = 5) -> list[tuple[str, float]]:
         """The ``top_k`` enrolled speakers closest to ``query`` ``(D,)`` by cosine similarity.
 
-        Returns ``[(name, cosine)]`` best first; empty when nobody is enrolled.
+        Returns ``[(name, cosine)]`` best first; empty when nobody is enrolled. Raises
+        ``ValueError`` for a ``top_k`` that is not an integer >= 1.
         """
+        top_k = check_top_k(top_k)
         q = np.asarray(query)
         if q.shape != (self.embed_dim,):
             raise ValueError(f"query must have shape ({self.embed_dim},), got {q.shape}")
@@ -401,20 +418,22 @@ class SpeakerStore:
         added = merged = replaced = n_utts = 0
         now = time.time()
         with self._transaction() as conn:
-            present = {sp.name for sp in speakers if sp.name in self}
+            found = {sp.name: self._find(conn, sp.name) for sp in speakers}
+            present = sorted(hit[1] for hit in found.values() if hit is not None)
             if present and on_conflict == "error":
-                shown = ", ".join(sorted(present)[:5])
+                shown = ", ".join(map(repr, present[:5]))
                 raise SpeakerConflict(
                     self.path, f"{len(present)} imported speakers already exist ({shown})"
                 )
             for sp in speakers:
                 utts = sp.utterances
                 keep = np.ones(len(utts.sources), dtype=bool)
-                if sp.name not in present:
+                hit = found[sp.name]
+                if hit is None:
                     sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
                     added += 1
                 elif on_conflict == "replace":
-                    conn.execute("DELETE FROM speakers WHERE name = ?", (sp.name,))
+                    conn.execute("DELETE FROM speakers WHERE id = ?", (hit[0],))
                     sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
                     replaced += 1
                 else:
