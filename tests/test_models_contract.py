@@ -15,6 +15,7 @@ import pytest
 import torch
 from model_checks import (
     HAS_ONNX,
+    ZOO,
     assert_gradients_reach_every_parameter,
     assert_onnx_matches_eager,
     assert_padded_equals_unpadded,
@@ -101,8 +102,6 @@ CASES = [(name, None) for name in TINY] + [("resnet34_se", p) for p in EXTRA_POO
 
 def test_every_registered_backbone_has_a_tiny_config() -> None:
     # las_mha and efficientnet_v2 run the same contract checks in tests/test_models_zoo.py
-    from test_models_zoo import ZOO
-
     covered = {cfg["backbone"] for cfg in [*TINY.values(), *ZOO.values()]}
     missing = sorted(set(BACKBONES.names()) - covered)
     assert not missing, f"add tiny configs to TINY in tests/test_models_contract.py: {missing}"

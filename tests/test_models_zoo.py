@@ -15,6 +15,7 @@ import pytest
 import torch
 from model_checks import (
     HAS_ONNX,
+    ZOO,
     assert_gradients_reach_every_parameter,
     assert_onnx_matches_eager,
     assert_padded_equals_unpadded,
@@ -26,43 +27,6 @@ from wildvox.models.backbones.las_mha import LASMHA, SelfMultiHeadAttention
 
 FEAT_DIM = 16
 EMBED_DIM = 8
-
-# Tiny configurations by test id: backbone (+ options), pooling (+ options), head (+ options).
-# The paper trains LAS-MHA with sub-center AAM and EfficientNetV2 with softmax, both with TAP.
-ZOO: dict[str, dict[str, Any]] = {
-    "las_mha": {
-        "backbone": "las_mha",
-        "backbone_args": {"channels": [4, 4], "lstm_hidden": 8, "lstm_layers": 2},
-        "pooling": "tap",
-        "pooling_args": {},
-        "head": "sc_aam",
-        "head_args": {"subcenters": 2},
-    },
-    "las_mha-pool3-mha": {
-        "backbone": "las_mha",
-        "backbone_args": {"channels": [3], "lstm_hidden": 4, "lstm_layers": 1, "time_pool": 3},
-        "pooling": "mha",
-        "pooling_args": {"num_heads": 2},
-        "head": "aam",
-        "head_args": {},
-    },
-    "efficientnet_v2-tiny": {
-        "backbone": "efficientnet_v2",
-        "backbone_args": {"size": "tiny", "width_mult": 0.25, "depth_mult": 0.5},
-        "pooling": "tap",
-        "pooling_args": {},
-        "head": "softmax",
-        "head_args": {},
-    },
-    "efficientnet_v2-b0": {
-        "backbone": "efficientnet_v2",
-        "backbone_args": {"size": "b0", "width_mult": 0.25, "depth_mult": 0.3},
-        "pooling": "tap",
-        "pooling_args": {},
-        "head": "softmax",
-        "head_args": {},
-    },
-}
 
 
 def _calibrate_norms(model: Embedder) -> None:
