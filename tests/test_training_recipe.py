@@ -12,7 +12,7 @@ from e2e_helpers import make_slice
 from typer.testing import CliRunner
 
 from wildvox.cli.main import app
-from wildvox.config import Config, CorpusConfig, load_config
+from wildvox.config import Config, ConfigError, CorpusConfig, load_config
 from wildvox.data.corpora.voxceleb import load_corpus
 from wildvox.data.manifest import Utterance
 from wildvox.data.samplers import HardPrototypeSampler, build_batch_sampler
@@ -130,11 +130,15 @@ def test_hpm_errors() -> None:
         sampler.update_prototypes(torch.randn(5, 3))
     with pytest.raises(ValueError, match="saved neighbour table"):
         sampler.load_state_dict({"neighbours": torch.zeros(4, 5), "neighbours_epoch": 0})
-    cfg = load_config(None, ["dataset.sampler=hpm", "dataset.hpm_speakers=2", "train.batch_size=8"])
-    with pytest.raises(ValueError, match=r"set train\.batch_size to that"):
-        build_batch_sampler(cfg, [0, 1] * 20)
-    with pytest.raises(ValueError, match=r"unknown dataset\.sampler 'balanced'"):
-        build_batch_sampler(load_config(None, ["dataset.sampler=balanced"]), [0, 1] * 40)
+    # the batch arithmetic and the sampler name are checked when the recipe is loaded (#11.7)
+    with pytest.raises(ConfigError, match=r"= 16 utterances; set train\.batch_size to that"):
+        load_config(None, ["dataset.sampler=hpm", "dataset.hpm_speakers=2", "train.batch_size=8"])
+    with pytest.raises(ConfigError, match=r"unknown sampler 'balanced'; valid: random, hpm"):
+        load_config(None, ["dataset.sampler=balanced"])
+    cfg = load_config(None, ["dataset.sampler=hpm", "dataset.hpm_speakers=2", "dataset.hpm_utts=4",
+                             "train.batch_size=8"])  # fmt: skip
+    with pytest.raises(ValueError, match="needs at least that many items"):
+        build_batch_sampler(cfg, [0, 1, 0])
 
 
 # --- averaging and weights ----------------------------------------------------------------

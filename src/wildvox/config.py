@@ -1,8 +1,11 @@
 """Typed experiment configuration: frozen dataclasses, strict YAML, dotted overrides.
 
 A recipe is plain data. Every key must name a field: an unknown key is an error, never silently
-ignored. Values computed from the data (number of speakers, feature size) are not part of the
-config; they are saved with the checkpoint.
+ignored. Values are checked when the config is made: types, choices (``typing.Literal`` fields),
+ranges (``train.epochs >= 1``, probabilities in [0, 1], ...) and registered component names, so
+a bad recipe fails at load with the key in the message, not deep inside training. Values
+computed from the data (number of speakers, feature size) are not part of the config; they are
+saved with the checkpoint.
 
     >>> cfg = load_config(None, overrides=["train.epochs=3", "model.embed_dim=128"])
     >>> cfg.train.epochs, cfg.model.embed_dim
@@ -11,28 +14,111 @@ config; they are saved with the checkpoint.
     Traceback (most recent call last):
     ...
     wildvox.config.ConfigError: unknown key 'train.epochz'; valid keys of 'train': ...
+    >>> load_config(None, overrides=["train.epochs=-1"])
+    Traceback (most recent call last):
+    ...
+    wildvox.config.ConfigError: 'train.epochs' must be >= 1, got -1
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
-
-from wildvox.augment.chain import AugmentConfig
 
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit the configuration schema."""
 
 
+class _FieldError(ConfigError):
+    """A bad value of one field; ``_from_dict`` re-words it with the field's full key."""
+
+    def __init__(self, section: str, name: str, problem: str) -> None:
+        super().__init__(f"'{section}.{name}' {problem}")
+        self.name, self.problem = name, problem
+
+
+Sampler = Literal["random", "hpm"]
+FeatureKind = Literal["fbank", "mfcc"]
+Optimizer = Literal["adam", "sgd"]
+LRScheduler = Literal["constant", "cyclic", "warmup_exp"]
+MarginScheduler = Literal["constant", "ramp"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+AUGMENT_KINDS = ("speed", "noise", "babble", "reverb", "codec", "telephone")
+"""Augmentation kinds, in the order of their weights in :class:`AugmentConfig`."""
+
+
+def _num(default: Any, *, ge: float | None = None, gt: float | None = None,
+         le: float | None = None, ordered: bool = False) -> Any:  # fmt: skip
+    """A field whose value (each value, for a tuple) must satisfy the bounds; ``ordered``: a
+    ``(min, max)`` pair with ``min <= max``."""
+    return field(default=default, metadata={"ge": ge, "gt": gt, "le": le, "ordered": ordered})
+
+
+def _choice_error(key: str, value: Any, choices: tuple[Any, ...]) -> str:
+    what = key.rsplit(".", 1)[-1]
+    return f"{key}: unknown {what} {value!r}; valid: {', '.join(map(str, choices))}"
+
+
+def _bound_problem(value: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with the number ``value`` under the bounds ``meta``, or None."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "must be a number"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if meta["ge"] is not None and meta["le"] is not None and not meta["ge"] <= value <= meta["le"]:
+        return f"must be within [{meta['ge']}, {meta['le']}]"
+    if meta["ge"] is not None and not value >= meta["ge"]:
+        return f"must be >= {meta['ge']}"
+    if meta["gt"] is not None and not value > meta["gt"]:
+        return f"must be > {meta['gt']}"
+    if meta["le"] is not None and not value <= meta["le"]:
+        return f"must be <= {meta['le']}"
+    return None
+
+
+class _Checked:
+    """Checks every field of a config dataclass when it is made (also when made in code)."""
+
+    _section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # YAML and callers give lists where the schema has tuples
+                value = tuple(value)
+                object.__setattr__(self, f.name, value)
+            choices = typing.get_args(hints[f.name])
+            if typing.get_origin(hints[f.name]) is Literal and value not in choices:
+                raise ConfigError(_choice_error(f"{self._section}.{f.name}", value, choices))
+            if not f.metadata or value is None:
+                continue
+            values = value if isinstance(value, tuple) else (value,)
+            for v in values:
+                problem = _bound_problem(v, dict(f.metadata))
+                if problem:
+                    raise _FieldError(self._section, f.name, f"{problem}, got {value!r}")
+            if f.metadata["ordered"] and (len(values) != 2 or values[0] > values[1]):
+                raise _FieldError(
+                    self._section, f.name, f"must be a (min, max) pair, got {value!r}"
+                )
+        self._check()
+
+    def _check(self) -> None:
+        """Checks that involve several fields (none by default)."""
+
+
 @dataclass(frozen=True)
-class CorpusConfig:
+class CorpusConfig(_Checked):
     """One training corpus in VoxCeleb layout (``<root>/wav/<speaker>/<session>/<utt>``).
 
     ``list`` is a file relative to ``root``: either ``<speaker> <path>`` lines (``dev_list.txt``,
@@ -44,98 +130,175 @@ class CorpusConfig:
     a smaller, balanced set for quick experiments.
     """
 
+    _section: ClassVar[str] = "corpus"
     root: str = "${data}"
     list: str = "iden_split.txt"
-    splits: tuple[int, ...] = (1,)
+    splits: tuple[int, ...] = _num((1,), ge=1)
     name: str = ""
     include_speakers: tuple[str, ...] = ()
     exclude_speakers: tuple[str, ...] = ()
-    max_utts_per_speaker: int = 0
+    max_utts_per_speaker: int = _num(0, ge=0)
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Checked):
+    _section: ClassVar[str] = "dataset"
     train: tuple[CorpusConfig, ...] = (CorpusConfig(),)
-    crop_seconds: float = 2.0
-    min_seconds: float = 0.1
+    crop_seconds: float = _num(2.0, gt=0)
+    min_seconds: float = _num(0.1, ge=0)
     cache_audio: bool = True
-    num_workers: int = 1
+    num_workers: int = _num(1, ge=0)
     # "random": shuffled batches; "hpm": hard prototype mining (IDLab): each batch holds
     # hpm_seed_speakers groups of a random speaker and its hpm_speakers - 1 nearest speakers by
     # the head's prototypes, hpm_utts utterances each (batch_size = U * S * I).
-    sampler: str = "random"
-    hpm_speakers: int = 16
-    hpm_utts: int = 8
-    hpm_seed_speakers: int = 1
+    sampler: Sampler = "random"
+    hpm_speakers: int = _num(16, ge=1)
+    hpm_utts: int = _num(8, ge=1)
+    hpm_seed_speakers: int = _num(1, ge=1)
+
+    def _check(self) -> None:
+        if not self.train:
+            raise _FieldError(self._section, "train", "needs at least one corpus")
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
-    kind: str = "fbank"
-    n_mels: int = 80
-    sample_rate: int = 16000
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
+class FeatureConfig(_Checked):
+    _section: ClassVar[str] = "features"
+    kind: FeatureKind = "fbank"
+    n_mels: int = _num(80, ge=1)
+    sample_rate: int = _num(16000, ge=4000, le=192000)  # Hz
+    frame_length_ms: float = _num(25.0, gt=0)
+    frame_shift_ms: float = _num(10.0, gt=0)
     cmn: bool = True
 
+    def _check(self) -> None:
+        if self.sample_rate * self.frame_length_ms * 0.001 < 2:
+            raise _FieldError(self._section, "frame_length_ms", "must span at least 2 samples")
+        if self.sample_rate * self.frame_shift_ms * 0.001 < 1:
+            raise _FieldError(self._section, "frame_shift_ms", "must span at least 1 sample")
+
 
 @dataclass(frozen=True)
-class ModelConfig:
-    backbone: str = "resnet34_se"
+class ModelConfig(_Checked):
+    _section: ClassVar[str] = "model"
+    backbone: str = "resnet34_se"  # a name in BACKBONES, checked by check_components
     backbone_args: dict[str, Any] = field(default_factory=dict)
-    pooling: str = "sap"
+    pooling: str = "sap"  # a name in POOLINGS
     pooling_args: dict[str, Any] = field(default_factory=dict)
-    embed_dim: int = 256
+    embed_dim: int = _num(256, ge=1)
 
 
 @dataclass(frozen=True)
-class HeadConfig:
-    name: str = "sc_aam"
-    margin: float = 0.1
-    scale: float = 15.0
+class HeadConfig(_Checked):
+    _section: ClassVar[str] = "head"
+    name: str = "sc_aam"  # a name in HEADS
+    margin: float = _num(0.1, ge=0)
+    scale: float = _num(15.0, gt=0)
     args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 2e-5
-    grad_clip: float = 5.0
-    seed: int = 0
-    num_threads: int = 0
-    checkpoint_every_steps: int = 0
-    val_max_utts: int = 400
+class AugmentConfig(_Checked):
+    """Waveform augmentation and SpecAugment settings (plain data, saved with the recipe).
+
+    Attributes:
+        enabled: apply waveform augmentation at all.
+        prob: probability that an utterance is augmented (online use).
+        speed, noise, babble, reverb, codec, telephone: relative probabilities of each kind;
+            0 disables it.
+        speed_factors: speed perturbation factors (drawn uniformly).
+        noise_dir: MUSAN-style directory (``noise/``, ``music/``, ``speech/``); built-in
+            coloured noise without it, and ``speech/`` is a babble source when present.
+        rir_dir: directory of RIR audio files; simulated RIRs without it.
+        rir_bank: ``.npz`` cache path of the simulated RIR bank (in memory when None).
+        rir_bank_size, rir_seed: number of simulated RIRs and the seed that makes them.
+        noise_snr, babble_snr: SNR ranges in dB.
+        babble_speakers: inclusive range of the number of babble talkers.
+        specaugment: mask features with SpecAugment during training.
+        time_masks, time_width, freq_masks, freq_width: SpecAugment masks per utterance and
+            their largest widths (frames, bands).
+    """
+
+    _section: ClassVar[str] = "augment"
+    enabled: bool = False
+    prob: float = _num(0.6, ge=0.0, le=1.0)
+    speed: float = _num(1.0, ge=0)
+    noise: float = _num(1.0, ge=0)
+    babble: float = _num(1.0, ge=0)
+    reverb: float = _num(1.0, ge=0)
+    codec: float = _num(0.0, ge=0)
+    telephone: float = _num(0.0, ge=0)
+    speed_factors: tuple[float, float] = _num((0.9, 1.1), gt=0)
+    noise_dir: str | None = None
+    rir_dir: str | None = None
+    rir_bank: str | None = None
+    rir_bank_size: int = _num(200, ge=1)
+    rir_seed: int = _num(0, ge=0)
+    noise_snr: tuple[float, float] = _num((0.0, 15.0), ordered=True)
+    babble_snr: tuple[float, float] = _num((15.0, 20.0), ordered=True)
+    babble_speakers: tuple[int, int] = _num((3, 7), ge=1, ordered=True)
+    specaugment: bool = False
+    time_masks: int = _num(1, ge=0)
+    time_width: int = _num(5, ge=0)
+    freq_masks: int = _num(1, ge=0)
+    freq_width: int = _num(10, ge=0)
+
+    def _check(self) -> None:
+        if self.enabled and not self.weights():
+            raise _FieldError(self._section, "enabled", "is true but every kind has weight 0")
+
+    def weights(self) -> dict[str, float]:
+        """The enabled kinds and their relative weights (zero-weight kinds left out)."""
+        return {k: float(getattr(self, k)) for k in AUGMENT_KINDS if getattr(self, k) > 0.0}
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Checked):
+    _section: ClassVar[str] = "train"
+    epochs: int = _num(10, ge=1)
+    batch_size: int = _num(64, ge=1)
+    optimizer: Optimizer = "adam"
+    lr: float = _num(1e-3, gt=0)
+    weight_decay: float = _num(2e-5, ge=0)
+    grad_clip: float = _num(5.0, ge=0)  # 0: no clipping
+    seed: int = _num(0, ge=0)
+    num_threads: int = _num(0, ge=0)
+    checkpoint_every_steps: int = _num(0, ge=0)
+    val_max_utts: int = _num(400, ge=0)
     device: str = "auto"
     # batch_size is the global batch: with N processes each takes batch_size / N of it.
-    head_weight_decay: float | None = None  # None: weight_decay
-    lr_scheduler: str = "constant"  # constant | cyclic | warmup_exp (training/schedulers.py)
+    head_weight_decay: float | None = _num(None, ge=0)  # None: weight_decay
+    lr_scheduler: LRScheduler = "constant"  # training/schedulers.py
     lr_scheduler_args: dict[str, Any] = field(default_factory=dict)
-    margin_scheduler: str = "constant"  # constant | ramp
+    margin_scheduler: MarginScheduler = "constant"
     margin_scheduler_args: dict[str, Any] = field(default_factory=dict)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast on CUDA only)
+    precision: Precision = "fp32"  # autocast on CUDA only
     init_from: str = ""  # checkpoint .pt or exported model folder: start from its net + head
-    keep_epoch_checkpoints: int = 0  # keep checkpoints/epoch_NNNN.pt of the last N epochs
-    average_last: int = 0  # export the average of the last N epoch checkpoints
+    keep_epoch_checkpoints: int = _num(0, ge=0)  # keep checkpoints/epoch_NNNN.pt of the last N
+    average_last: int = _num(0, ge=0)  # export the average of the last N epoch checkpoints
     sync_batchnorm: bool = True  # batch statistics over all processes in distributed runs
     # knowledge distillation (training/distill.py): an .npz of teacher embeddings of the
     # training files (ids '<corpus>/<speaker>/<session>/<file>'), relational loss weight
     distill_teacher: str = ""
-    distill_weight: float = 0.0
+    distill_weight: float = _num(0.0, ge=0)
+
+    def _check(self) -> None:
+        if self.distill_weight > 0 and not self.distill_teacher:
+            raise _FieldError(self._section, "distill_weight",
+                              "> 0 needs train.distill_teacher (an .npz)")  # fmt: skip
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Checked):
+    _section: ClassVar[str] = "eval"
     trials: str = "veri_test.txt"
     iden_split: str = "iden_split.txt"
-    batch_seconds: float = 400.0
-    max_seconds: float = 30.0
+    batch_seconds: float = _num(400.0, gt=0)
+    max_seconds: float = _num(30.0, gt=0)
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Checked):
     """The whole experiment. ``data`` is the evaluation corpus root (``${data}`` in paths)."""
 
     name: str = "default"
@@ -144,10 +307,39 @@ class Config:
     dataset: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     head: HeadConfig = HeadConfig()
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = AugmentConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     calibration: tuple[CorpusConfig, ...] = ()
+
+    def _check(self) -> None:
+        d, batch = self.dataset, self.train.batch_size
+        per_batch = d.hpm_seed_speakers * d.hpm_speakers * d.hpm_utts
+        if d.sampler == "hpm" and per_batch != batch:
+            raise ConfigError(
+                "hard prototype mining batches hold dataset.hpm_seed_speakers * hpm_speakers * "
+                f"hpm_utts = {per_batch} utterances; set train.batch_size to that (it is {batch})"
+            )
+
+
+def check_components(cfg: Config) -> None:
+    """Raise ConfigError unless ``model.backbone``, ``model.pooling`` and ``head.name`` are
+    registered (the message lists the valid names).
+
+    The registries fill as their modules are imported, so this imports the model package; it
+    runs when a recipe or a saved config is loaded, not when a dataclass is made in code.
+    """
+    import wildvox.models  # noqa: F401  (registers every backbone, pooling and head)
+    from wildvox.registry import BACKBONES, HEADS, POOLINGS
+
+    for key, registry, name in (
+        ("model.backbone", BACKBONES, cfg.model.backbone),
+        ("model.pooling", POOLINGS, cfg.model.pooling),
+        ("head.name", HEADS, cfg.head.name),
+    ):
+        if name not in registry:
+            valid = ", ".join(registry.names()) or "(none)"
+            raise ConfigError(f"{key}: unknown {registry.kind} {name!r}; valid names: {valid}")
 
 
 C = TypeVar("C")
@@ -163,6 +355,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key!r} must be a mapping, got {value!r}")
         return _from_dict(tp, value, key)
+    if origin is Literal:
+        if value not in args or isinstance(value, bool):
+            raise ConfigError(_choice_error(key, value, args))
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -213,7 +409,11 @@ def _from_dict(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
                 f"unknown key {full!r}; valid keys {where}: {', '.join(sorted(names))}"
             )
         kwargs[key] = _coerce(value, hints[key], full)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except _FieldError as exc:  # name the field by its full key, e.g. dataset.train[0].splits
+        full = f"{prefix}.{exc.name}" if prefix else exc.name
+        raise ConfigError(f"{full!r} {exc.problem}") from None
 
 
 def _to_plain(obj: Any) -> Any:
@@ -237,7 +437,34 @@ def dump_config(cfg: Config) -> str:
 
 
 def from_dict(data: dict[str, Any]) -> Config:
-    return _from_dict(Config, data)
+    """A config from plain data (a saved ``to_dict``), checked like a recipe."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping, got {type(data).__name__}")
+    cfg = _from_dict(Config, data)
+    check_components(cfg)
+    return cfg
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A safe loader that refuses aliases (``*name``): a recipe is a plain tree, and a few
+    nested aliases ("billion laughs") expand to a tree too large to walk."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: YAML aliases ('*{event.anchor}') are not "
+                "allowed in a recipe; write the values out"
+            )
+        return super().compose_node(parent, index)
+
+
+def _parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` without aliases."""
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("YAML nested too deeply") from None
 
 
 def _apply_override(data: dict[str, Any], override: str) -> None:
@@ -250,7 +477,33 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        node[parts[-1]] = _parse_yaml(raw) if raw.strip() else ""
+    except (yaml.YAMLError, ConfigError) as exc:
+        raise ConfigError(f"override {override!r}: {exc}") from None
+
+
+def _read_recipe(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read recipe ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML recipe (the file is not UTF-8 text)") from None
+    try:
+        loaded = _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    except ConfigError as exc:  # aliases, nesting
+        raise ConfigError(f"{path}: {exc}") from None
+    if loaded is None:
+        raise ConfigError(f"{path}: the recipe is empty")
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: not a YAML recipe (a recipe is a mapping of sections, "
+            f"this file holds a {type(loaded).__name__})"
+        )
+    return loaded
 
 
 def load_config(
@@ -259,24 +512,24 @@ def load_config(
     """Read a YAML recipe (or the defaults when ``path`` is None), apply dotted overrides.
 
     ``data_root`` sets ``data`` (the evaluation corpus); ``${data}`` in corpus roots expands to it.
+
+    Raises:
+        ConfigError: unreadable, empty or non-mapping recipe, YAML aliases, an unknown key, a
+            value of the wrong type or out of range, or an unregistered component name.
     """
-    data: dict[str, Any] = {}
+    base = to_dict(Config())
     if path is not None:
+        data = _read_recipe(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read recipe ({exc.strerror})") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a recipe must be a mapping at the top level")
-        data = loaded or {}
-    base = to_dict(_from_dict(Config, data))
+            base = to_dict(_from_dict(Config, data))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     for override in overrides or []:
         _apply_override(base, override)
     if data_root is not None:
         base["data"] = str(data_root)
     cfg = _from_dict(Config, base)
+    check_components(cfg)
 
     def expand(corpora: tuple[CorpusConfig, ...]) -> tuple[CorpusConfig, ...]:
         return tuple(

@@ -3,23 +3,19 @@
 Importing this package registers the waveform augmenters in
 :data:`wildvox.registry.AUGMENTS`: ``speed``, ``noise``, ``babble``, ``reverb``, ``codec`` and
 ``telephone``. Each is called as ``augment(wav, rng) -> wav`` on mono float32 waveforms of
-shape ``(N,)`` at 16 kHz with an explicit :class:`numpy.random.Generator`.
+shape ``(N,)`` at 16 kHz with an explicit :class:`numpy.random.Generator`. The settings,
+:class:`~wildvox.config.AugmentConfig`, are part of the experiment config (re-exported here).
 """
 
-from wildvox.augment.chain import (
-    KINDS,
-    AugmentChain,
-    AugmentConfig,
-    Augmenter,
-    build_augmenter,
-    build_spec_augment,
-)
+from wildvox.augment.chain import AugmentChain, Augmenter, build_augmenter, build_spec_augment
 from wildvox.augment.codec import Codec, Telephone
 from wildvox.augment.noise import Babble, Noise, coloured_noise, mix_at_snr
 from wildvox.augment.offline import materialize
 from wildvox.augment.reverb import Reverb, load_or_create_rir_bank, simulate_rir_bank
 from wildvox.augment.specaugment import SpecAugment
 from wildvox.augment.speed import SpeedPerturb, speed_perturb, speed_speaker_id
+from wildvox.config import AUGMENT_KINDS as KINDS
+from wildvox.config import AugmentConfig
 
 __all__ = [
     "KINDS",

@@ -1,10 +1,10 @@
-"""Augmentation configuration and the online chain used inside DataLoader workers.
+"""The online augmentation chain used inside DataLoader workers.
 
 :class:`AugmentChain` applies, with probability ``prob``, one augmentation kind chosen with the
-relative weights of :class:`AugmentConfig` (``speed``, ``noise``, ``babble``, ``reverb``,
-``codec``, ``telephone``; 0 disables a kind). Waveform length is kept, so it can run on fixed-
-length training crops. Augmenters, noise file lists and RIR banks are created on first use, so
-a chain is cheap to construct and to pickle into worker processes.
+relative weights of :class:`wildvox.config.AugmentConfig` (``speed``, ``noise``, ``babble``,
+``reverb``, ``codec``, ``telephone``; 0 disables a kind). Waveform length is kept, so it can
+run on fixed-length training crops. Augmenters, noise file lists and RIR banks are created on
+first use, so a chain is cheap to construct and to pickle into worker processes.
 
     >>> import numpy as np
     >>> cfg = AugmentConfig(enabled=True, prob=1.0, speed=1.0, noise=1.0, babble=0.0,
@@ -18,94 +18,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wildvox.augment.noise import BabblePool, check_range, check_wave
+from wildvox.augment.noise import BabblePool, check_wave
 from wildvox.augment.specaugment import SpecAugment
+from wildvox.config import AUGMENT_KINDS as KINDS
+from wildvox.config import AugmentConfig
 from wildvox.registry import AUGMENTS
 
 log = logging.getLogger(__name__)
 
 Augmenter = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 """``augment(wav, rng) -> wav``: waveform ``(N,)`` in, waveform out, randomness from ``rng``."""
-
-KINDS = ("speed", "noise", "babble", "reverb", "codec", "telephone")
-"""Augmentation kinds, in the order of their weights in :class:`AugmentConfig`."""
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Waveform augmentation and SpecAugment settings (plain data, saved with the recipe).
-
-    Attributes:
-        enabled: apply waveform augmentation at all.
-        prob: probability that an utterance is augmented (online use).
-        speed, noise, babble, reverb, codec, telephone: relative probabilities of each kind;
-            0 disables it.
-        speed_factors: speed perturbation factors (drawn uniformly).
-        noise_dir: MUSAN-style directory (``noise/``, ``music/``, ``speech/``); built-in
-            coloured noise without it, and ``speech/`` is a babble source when present.
-        rir_dir: directory of RIR audio files; simulated RIRs without it.
-        rir_bank: ``.npz`` cache path of the simulated RIR bank (in memory when None).
-        rir_bank_size, rir_seed: number of simulated RIRs and the seed that makes them.
-        noise_snr, babble_snr: SNR ranges in dB.
-        babble_speakers: inclusive range of the number of babble talkers.
-        specaugment: mask features with SpecAugment during training.
-        time_masks, time_width, freq_masks, freq_width: SpecAugment masks per utterance and
-            their largest widths (frames, bands).
-    """
-
-    enabled: bool = False
-    prob: float = 0.6
-    speed: float = 1.0
-    noise: float = 1.0
-    babble: float = 1.0
-    reverb: float = 1.0
-    codec: float = 0.0
-    telephone: float = 0.0
-    speed_factors: tuple[float, float] = (0.9, 1.1)
-    noise_dir: str | None = None
-    rir_dir: str | None = None
-    rir_bank: str | None = None
-    rir_bank_size: int = 200
-    rir_seed: int = 0
-    noise_snr: tuple[float, float] = (0.0, 15.0)
-    babble_snr: tuple[float, float] = (15.0, 20.0)
-    babble_speakers: tuple[int, int] = (3, 7)
-    specaugment: bool = False
-    time_masks: int = 1
-    time_width: int = 5
-    freq_masks: int = 1
-    freq_width: int = 10
-
-    def __post_init__(self) -> None:
-        for f in fields(self):  # YAML gives lists where the schema has tuples
-            value = getattr(self, f.name)
-            if isinstance(value, list):
-                object.__setattr__(self, f.name, tuple(value))
-        if not 0.0 <= self.prob <= 1.0:
-            raise ValueError(f"augment.prob must be within [0, 1], got {self.prob}")
-        for kind in KINDS:
-            if getattr(self, kind) < 0.0:
-                raise ValueError(f"augment.{kind} weight must be >= 0, got {getattr(self, kind)}")
-        check_range(self.noise_snr, "augment.noise_snr")
-        check_range(self.babble_snr, "augment.babble_snr")
-        check_range(self.babble_speakers, "augment.babble_speakers", low=1)
-        if any(not f > 0.0 for f in self.speed_factors):
-            raise ValueError(f"augment.speed_factors must be positive, got {self.speed_factors}")
-        if self.rir_bank_size <= 0:
-            raise ValueError(f"augment.rir_bank_size must be positive, got {self.rir_bank_size}")
-        for name in ("time_masks", "time_width", "freq_masks", "freq_width"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"augment.{name} must be >= 0, got {getattr(self, name)}")
-
-    def weights(self) -> dict[str, float]:
-        """The enabled kinds and their relative weights (zero-weight kinds left out)."""
-        return {k: float(getattr(self, k)) for k in KINDS if getattr(self, k) > 0.0}
 
 
 def babble_source(config: AugmentConfig, babble_pool: BabblePool | None) -> BabblePool | None:

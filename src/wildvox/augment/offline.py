@@ -26,16 +26,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from wildvox.augment.chain import (
-    KINDS,
-    AugmentConfig,
-    Augmenter,
-    babble_source,
-    build_augmenter,
-)
+from wildvox.augment.chain import Augmenter, babble_source, build_augmenter
 from wildvox.augment.noise import BabblePool, read_audio
 from wildvox.augment.reverb import load_or_create_rir_bank
 from wildvox.augment.speed import SpeedPerturb, speed_perturb, speed_speaker_id
+from wildvox.config import AUGMENT_KINDS as KINDS
+from wildvox.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 

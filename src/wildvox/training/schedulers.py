@@ -305,8 +305,6 @@ def build_optimizer(t: TrainConfig, net: nn.Module, head: nn.Module) -> torch.op
         {"params": list(net.parameters()), "weight_decay": t.weight_decay},
         {"params": list(head.parameters()), "weight_decay": head_decay},
     ]
-    if t.optimizer == "adam":
-        return torch.optim.Adam(params, lr=t.lr)
-    if t.optimizer == "sgd":
+    if t.optimizer == "sgd":  # train.optimizer is checked at config load: adam or sgd
         return torch.optim.SGD(params, lr=t.lr, momentum=0.9, nesterov=True)
-    raise ValueError(f"unknown optimizer {t.optimizer!r}; valid: adam, sgd")
+    return torch.optim.Adam(params, lr=t.lr)
