@@ -18,7 +18,7 @@ from wildvox.api import SpeakerModel, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.main import app
 from wildvox.data.corpora.voxceleb import load_corpus
-from wildvox.inference.calibration import fit_model_calibration
+from wildvox.scoring.calibration_trials import fit_model_calibration
 from wildvox.inference.extract import extract_embeddings
 from wildvox.inference.model_io import ModelFileError, load_exported, update_model_extra
 from wildvox.store.schema import StoreModelMismatch

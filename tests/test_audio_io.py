@@ -135,8 +135,31 @@ def test_offset_past_end_and_bad_arguments(tmp_path: Path) -> None:
         load_audio(path, offset=-1.0)
     with pytest.raises(ValueError, match="duration"):
         load_audio(path, duration=0.0)
-    with pytest.raises(ValueError, match="sample_rate"):
+    with pytest.raises(ValueError, match="output rate .* 0 Hz is outside the supported"):
         load_audio(path, sample_rate=0)
+
+
+def test_sample_rate_outside_4_to_192_khz_is_refused_before_decoding(tmp_path: Path) -> None:
+    """Regression (#12.2): a 185 KB WAV whose header says 1 Hz was resampled up to exhaust
+    memory; now the header's rate is checked before anything is decoded."""
+    path = tmp_path / "one_hz.wav"
+    sf.write(path, np.zeros(90000, np.int16) + 100, 1, subtype="PCM_16")
+    with pytest.raises(AudioError, match=r"one_hz.wav: sample rate 1 Hz is outside .*4000-192000"):
+        load_audio(path)
+    with pytest.raises(AudioError, match="sample rate 1 Hz is outside"):
+        validate_waveform(np.ones(16000, np.float32), 1)
+    with pytest.raises(AudioError, match="sample rate 400000 Hz is outside"):
+        validate_waveform(np.ones(16000, np.float32), 400000)
+
+
+def test_huge_amplitude_is_refused(tmp_path: Path) -> None:
+    """Regression (#12.8): a file of amplitude 1e30 gave a NaN embedding."""
+    with pytest.raises(AudioError, match="peak amplitude 1e\\+30 is not audio"):
+        validate_waveform(np.full(16000, 1e30, np.float32), 16000)
+    path = tmp_path / "loud.wav"
+    sf.write(path, np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="loud.wav: peak amplitude"):
+        load_audio(path)
 
 
 # --- good files -------------------------------------------------------------------------------
@@ -249,7 +272,7 @@ def test_validate_resamples_and_returns_float32() -> None:
         (np.ones((100, 100), np.float32), RATE, "cannot tell channels"),
         (np.ones((2, 3, 4000), np.float32), RATE, "1-D or 2-D"),
         (np.ones(16000, np.complex64), RATE, "unsupported sample type"),
-        (np.ones(16000, np.float32), 0, "sample rate must be positive"),
+        (np.ones(16000, np.float32), 0, "sample rate 0 Hz is outside"),
         (np.ones(16000, np.float32), 16000.0, "must be an integer"),
     ],
 )

@@ -1,5 +1,5 @@
-"""wildvox.backend: cohort statistics, quality features, speaker folds and the back-end report,
-on synthetic embeddings and scores."""
+"""The scoring back-end: cohort statistics with own-speaker exclusion, quality features, speaker
+folds and the back-end report (wildvox.reports.backend), on synthetic embeddings and scores."""
 
 from __future__ import annotations
 
@@ -9,26 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wildvox.backend import (
-    backend_report,
-    cross_fold_llrs,
-    llr_metrics,
-    quality_features,
-    select_training_ids,
-    speaker_folds,
-    speakers_of_ids,
-    trial_cohort_stats,
-    utterance_cohort_stats,
-)
+from wildvox.data.corpora.voxceleb import select_training_ids, speakers_of_ids
 from wildvox.data.trials import Trials
 from wildvox.metrics.verification import (
     compute_actual_dcf,
     compute_cllr,
     compute_eer,
     compute_min_dcf,
+    llr_metrics,
 )
-from wildvox.scoring.asnorm import asnorm_from_stats, asnorm_trials, cohort_stats, make_cohort
-from wildvox.scoring.calibration import LogisticCalibrator
+from wildvox.reports.backend import backend_report
+from wildvox.scoring.asnorm import asnorm, asnorm_from_stats, cohort_stats, make_cohort, trial_stats
+from wildvox.scoring.calibration import LogisticCalibrator, trial_features
+from wildvox.scoring.calibration_trials import cross_fold_llrs, speaker_folds
 from wildvox.scoring.cosine import score_trials
 from wildvox.scoring.embeddings import EmbeddingSet
 
@@ -82,15 +75,16 @@ def test_cohort_stats_leave_out_own_speaker() -> None:
     emb[:2] = cohort[0] + 0.1 * rng.normal(size=(2, 8))  # speaker a, next to its cohort entry
     c_spk = np.array(["a", "b", "c", "d", "e", "f"])
     spk = np.array(["a", "a", "z", "c", "z"])
-    mean, std = utterance_cohort_stats(emb, cohort, 3, spk, c_spk)
+    mean, std = cohort_stats(emb, cohort, 3, speakers=spk, cohort_speakers=c_spk)
     for i, s in enumerate(spk):
         m, sd = cohort_stats(emb[i : i + 1], cohort[c_spk != s], 3)
         assert mean[i] == pytest.approx(m[0]) and std[i] == pytest.approx(sd[0])
     plain = cohort_stats(emb, cohort, 3)
     assert not np.allclose(mean[:2], plain[0][:2])  # own speaker's entry was left out
-    np.testing.assert_allclose(utterance_cohort_stats(emb, cohort, 3)[0], plain[0])
     with pytest.raises(ValueError, match="top_n must be in"):
-        utterance_cohort_stats(emb, cohort, 6, spk, c_spk)  # only 5 entries once one is out
+        cohort_stats(emb, cohort, 6, speakers=spk, cohort_speakers=c_spk)  # 5 once one is out
+    with pytest.raises(ValueError, match="both speakers and cohort_speakers"):
+        cohort_stats(emb, cohort, 3, speakers=spk)
 
 
 def test_trial_stats_give_asnorm_and_it_removes_utterance_offsets(
@@ -99,38 +93,40 @@ def test_trial_stats_give_asnorm_and_it_removes_utterance_offsets(
     train, veri, trials = data
     cohort = make_cohort(train.embeddings, speakers_of_ids(train.ids))
     raw = score_trials(veri, trials.enroll, trials.test)
-    stats = trial_cohort_stats(veri, trials.enroll, trials.test, cohort, 20)
+    stats = trial_stats(veri, trials.enroll, trials.test, cohort, 20)
     norm = asnorm_from_stats(raw, *stats)
     # no cohort speaker is a trial speaker: identical to the scoring module's AS-Norm
     c_spk = np.unique(speakers_of_ids(train.ids))
-    same = trial_cohort_stats(veri, trials.enroll, trials.test, cohort, 20, c_spk)
+    same = trial_stats(veri, trials.enroll, trials.test, cohort, 20, c_spk)
     np.testing.assert_allclose(asnorm_from_stats(raw, *same), norm)
-    np.testing.assert_allclose(asnorm_trials(veri, trials.enroll, trials.test, cohort, 20), norm)
+    e, t = veri.index(trials.enroll), veri.index(trials.test)
+    got = asnorm(raw, veri.embeddings[e], veri.embeddings[t], cohort, 20)
+    np.testing.assert_allclose(got, norm, atol=1e-4)  # float32 statistics
     eer_raw, eer_norm = compute_eer(raw, trials.labels)[0], compute_eer(norm, trials.labels)[0]
     assert eer_norm < 0.8 * eer_raw, (eer_raw, eer_norm)
     with pytest.raises(KeyError, match="have no embedding"):
-        trial_cohort_stats(veri, ["te000/x/nope.wav"], [veri.ids[0]], cohort, 20)
+        trial_stats(veri, ["te000/x/nope.wav"], [veri.ids[0]], cohort, 20)
 
 
-def test_quality_features_are_symmetric_and_checked() -> None:
+def test_trial_features_are_symmetric_and_checked() -> None:
     d_e, d_t = np.array([1.0, 4.0]), np.array([2.0, 0.5])
     i_e, i_t = np.array([0.3, 0.1]), np.array([0.2, 0.4])
-    q = quality_features(
-        ["duration", "imposter"], dur_enroll=d_e, dur_test=d_t, imp_enroll=i_e, imp_test=i_t
-    )
-    swapped = quality_features(
-        ["duration", "imposter"], dur_enroll=d_t, dur_test=d_e, imp_enroll=i_t, imp_test=i_e
-    )
+    both = ["duration", "imposter"]
+    q = trial_features([0.5, 0.1], both, dur_a=d_e, dur_b=d_t, imp_a=i_e, imp_b=i_t)
+    swapped = trial_features([0.5, 0.1], both, dur_a=d_t, dur_b=d_e, imp_a=i_t, imp_b=i_e)
     np.testing.assert_allclose(q, swapped)
-    np.testing.assert_allclose(q[0], [0.0, np.log(2.0), 0.2, 0.3])
-    with pytest.raises(ValueError, match="needs utterance durations"):
-        quality_features(["duration"], imp_enroll=i_e, imp_test=i_t)
+    np.testing.assert_allclose(q[0], [0.5, 0.0, np.log(2.0), 0.2, 0.3])
+    with pytest.raises(ValueError, match="needs the durations"):
+        trial_features([0.5], ["duration"], imp_a=i_e, imp_b=i_t)
     with pytest.raises(ValueError, match="needs cohort statistics"):
-        quality_features(["imposter"], dur_enroll=d_e, dur_test=d_t)
+        trial_features([0.5], ["imposter"], dur_a=d_e, dur_b=d_t)
     with pytest.raises(ValueError, match="unknown quality measure 'snr'"):
-        quality_features(["snr"])
-    with pytest.raises(ValueError, match="positive seconds"):
-        quality_features(["duration"], dur_enroll=[0.0, 1.0], dur_test=d_t)
+        trial_features([0.5], ["snr"])
+    with pytest.raises(ValueError, match="no NaN or negatives"):
+        trial_features([0.5, 0.1], ["duration"], dur_a=[-1.0, 1.0], dur_b=d_t)
+    # 0 s is floored at 0.1 s, and a duration range clips both ends
+    z = trial_features([0.5], ["duration"], dur_a=[0.0], dur_b=[50.0], duration_range=(1.0, 8.0))
+    np.testing.assert_allclose(z[0], [0.5, 0.0, np.log(8.0)])
 
 
 def test_llr_metrics_match_the_metric_functions() -> None:
@@ -157,8 +153,7 @@ def test_quality_aware_calibration_reduces_cllr_under_duration_shift() -> None:
         d_e, d_t = rng.uniform(0.5, 10.0, n), rng.uniform(0.5, 10.0, n)
         shift = 2.0 * np.log(np.minimum(d_e, d_t))  # shorter inputs score lower, both classes
         s = np.where(labels == 1, 2.0, -2.0) + shift + rng.normal(0, 1, n)
-        q = quality_features(["duration"], dur_enroll=d_e, dur_test=d_t)
-        return np.column_stack([s, q]), labels, s
+        return trial_features(s, ["duration"], dur_a=d_e, dur_b=d_t), labels, s
 
     f_fit, y_fit, s_fit = trials(4000)
     f_ev, y_ev, s_ev = trials(4000)

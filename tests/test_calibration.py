@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from wildvox.inference.calibration import fit_model_calibration
 from wildvox.metrics.verification import compute_cllr, compute_min_cllr
-from wildvox.scoring import calibration
-from wildvox.scoring.calibration import (
+from wildvox.scoring import calibration_trials as calibration
+from wildvox.scoring.calibration import Calibration, LogisticCalibrator, trial_features
+from wildvox.scoring.calibration_trials import (
     TRIAL_KINDS,
-    LogisticCalibrator,
     build_calibration_trials,
+    fit_model_calibration,
 )
 from wildvox.scoring.plda import NotFittedError
 
@@ -187,3 +187,55 @@ def test_open_set_identification_threshold_bounds_the_impostor_rate() -> None:
         cal.identification_threshold("far=lots", 4)
     with pytest.raises(ValueError, match="enrolled"):
         cal.identification_threshold("far=1%", 0)
+
+
+def _duration_shifted_trials(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:
+    """Scores whose non-targets rise with the longer side's duration: an unconstrained
+    calibrator learns a negative weight on log(longer duration)."""
+    labels = rng.integers(0, 2, n)
+    d_a, d_b = rng.uniform(0.5, 20.0, n), rng.uniform(0.5, 20.0, n)
+    longer = np.log(np.maximum(d_a, d_b))
+    s = np.where(labels == 1, 1.5, -1.5 + 0.8 * longer) + rng.normal(0, 1, n)
+    return s, d_a, d_b, labels
+
+
+def test_llr_is_non_decreasing_in_each_duration() -> None:
+    """Regression (#12.3): the LLR of a fixed score fell from accept to reject when the other
+    side grew from 10 minutes to 1 hour; more speech must never lower the LLR."""
+    rng = np.random.default_rng(21)
+    s, d_a, d_b, labels = _duration_shifted_trials(rng, 6000)
+    feats = trial_features(s, ["duration"], dur_a=d_a, dur_b=d_b)
+    free = LogisticCalibrator().fit(feats, labels)
+    assert free.weights is not None and free.weights[2] < 0  # the data pulls the wrong way
+    cal = Calibration.fit(feats, labels, quality=["duration"])
+    assert cal.calibrator.weights is not None and (cal.calibrator.weights >= 0).all()
+    assert cal.duration_range is not None
+    assert cal.duration_range[0] >= 0.5 - 1e-9 and cal.duration_range[1] <= 20.0 + 1e-9
+    grid = np.array([0.0, 0.05, 0.3, 0.5, 1.0, 2.0, 5.0, 19.0, 60.0, 600.0, 3600.0])
+    for score in (-2.0, -0.3, 0.0, 0.4, 3.0):
+        for fixed in (0.7, 4.0, 3600.0):
+            varied = cal.llr(np.full(grid.size, score), grid, np.full(grid.size, fixed))
+            assert (np.diff(varied) >= -1e-12).all(), (score, fixed, varied)
+            other = cal.llr(np.full(grid.size, score), np.full(grid.size, fixed), grid)
+            assert (np.diff(other) >= -1e-12).all()
+    # beyond the fitted range the LLR no longer moves: 10 minutes == 1 hour
+    ten_min, hour = cal.llr(np.array([0.4, 0.4]), np.array([600.0, 3600.0]), np.array([5.0] * 2))
+    assert ten_min == hour
+
+
+def test_calibration_record_round_trip_and_refusals() -> None:
+    rng = np.random.default_rng(22)
+    s, d_a, d_b, labels = _duration_shifted_trials(rng, 2000)
+    feats = trial_features(s, ["duration"], dur_a=d_a, dur_b=d_b)
+    cal = Calibration.fit(feats, labels, quality=["duration"], score="cosine")
+    again = Calibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    np.testing.assert_allclose(again.llr(s, d_a, d_b), cal.llr(s, d_a, d_b))
+    assert again.threshold("far=1%") == pytest.approx(cal.threshold("far=1%"))
+    assert cal.threshold("far=1%") > cal.threshold("eer") > cal.threshold("frr=1%")
+    old = {k: v for k, v in cal.to_dict().items() if k != "kind"}
+    with pytest.raises(ValueError, match="not a calibration record"):
+        Calibration.from_dict(old)
+    with pytest.raises(ValueError, match="3 weights for the score and 2 measure"):
+        Calibration.from_dict({**cal.to_dict(), "quality": ["duration", "imposter"]})
+    with pytest.raises(ValueError, match="unknown operating point 'far=150%'"):
+        cal.threshold("far=150%")

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from wildvox.backend import quality_features, speakers_of_ids, trial_cohort_stats
 from wildvox.cli import scoring as cli_scoring
 from wildvox.cli.main import app
-from wildvox.cli.scoring import (
+from wildvox.data.corpora.voxceleb import speakers_of_ids
+from wildvox.scoring.asnorm import asnorm, asnorm_from_stats, make_cohort, trial_stats
+from wildvox.scoring.calibration import Calibration, trial_features
+from wildvox.scoring.score_file import (
     ScoreFileError,
     align_score_files,
     read_score_file,
     write_score_file,
 )
-from wildvox.scoring.asnorm import asnorm_trials, make_cohort, snorm
-from wildvox.scoring.calibration import LogisticCalibrator
 from wildvox.scoring.cosine import score_trials
 from wildvox.scoring.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from wildvox.scoring.fusion import LogisticFusion
@@ -127,12 +127,12 @@ def test_normalize_matches_asnorm_and_snorm(files: dict[str, Path], tmp_path: Pa
     sf, got = read_score_file(files["scores"]), read_score_file(out)
     emb, coh = load_embeddings(files["emb"]), load_embeddings(files["cohort"])
     cohort = make_cohort(coh.embeddings, speakers_of_ids(coh.ids))
-    want = asnorm_trials(emb, sf.enroll, sf.test, cohort, 5, scores=sf.scores)
+    want = asnorm_from_stats(sf.scores, *trial_stats(emb, sf.enroll, sf.test, cohort, 5))
     np.testing.assert_allclose(got.scores, want, atol=2e-6)
     np.testing.assert_array_equal(got.labels, sf.labels)
     _ok([*base, "--method", "snorm", "--cohort-per", "utterance"])
     e_rows, t_rows = emb.index(sf.enroll), emb.index(sf.test)
-    want = snorm(sf.scores, emb.embeddings[e_rows], emb.embeddings[t_rows], coh.embeddings)
+    want = asnorm(sf.scores, emb.embeddings[e_rows], emb.embeddings[t_rows], coh.embeddings, None)
     np.testing.assert_allclose(read_score_file(out).scores, want, atol=2e-6)
 
 
@@ -177,17 +177,19 @@ def test_calibrate_train_and_apply_round_trip(files: dict[str, Path], tmp_path: 
     sf, emb = read_score_file(files["scores"]), load_embeddings(files["emb"])
     coh = load_embeddings(files["cohort"])
     c_spk = speakers_of_ids(coh.ids)
-    me, _, mt, _ = trial_cohort_stats(
+    me, _, mt, _ = trial_stats(
         emb, sf.enroll, sf.test, make_cohort(coh.embeddings, c_spk), 5, np.unique(c_spk)
     )
     assert emb.durations is not None
-    qf = quality_features(
-        ["duration", "imposter"], dur_enroll=emb.durations[emb.index(sf.enroll)],
-        dur_test=emb.durations[emb.index(sf.test)], imp_enroll=me, imp_test=mt,
+    rec = Calibration.from_dict(record)
+    assert rec.duration_range is not None and rec.calibrator.weights is not None
+    assert (rec.calibrator.weights[:3] >= 0).all()  # score and durations: never against
+    qf = trial_features(
+        sf.scores, ["duration", "imposter"], dur_a=emb.durations[emb.index(sf.enroll)],
+        dur_b=emb.durations[emb.index(sf.test)], imp_a=me, imp_b=mt,
+        duration_range=rec.duration_range,
     )  # fmt: skip
-    want = LogisticCalibrator.from_dict(record["calibrator"]).transform(
-        np.column_stack([sf.scores, qf])
-    )
+    want = rec.calibrator.transform(qf)
     got = read_score_file(llr)
     np.testing.assert_allclose(got.scores, want, atol=2e-6)
     assert not got.labeled

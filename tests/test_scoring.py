@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from wildvox.metrics.verification import compute_cllr, compute_eer
+from wildvox.audio.vad import energy_vad, silero_available, speech_duration, speech_segments
 from wildvox.scoring.asnorm import (
     asnorm,
-    asnorm_trials,
+    asnorm_from_stats,
     cohort_stats,
     make_cohort,
-    snorm,
+    trial_stats,
 )
 from wildvox.scoring.calibration import LogisticCalibrator
 from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize, score_trials
@@ -27,13 +28,7 @@ from wildvox.scoring.embeddings import (
 )
 from wildvox.scoring.fusion import LogisticFusion, average_fusion
 from wildvox.scoring.plda import PLDA, NotFittedError
-from wildvox.scoring.quality import (
-    duration_quality,
-    energy_vad,
-    imposter_mean_quality,
-    silero_available,
-    speech_duration,
-)
+from wildvox.scoring.quality import duration_quality, imposter_mean_quality
 
 # ---------------------------------------------------------------- embedding files
 
@@ -151,13 +146,15 @@ def test_asnorm_equals_naive_loop() -> None:
         got = asnorm(scores, utts, utts, cohort, top_n, enroll_index=e_idx, test_index=t_idx)
         np.testing.assert_allclose(got, ref, atol=1e-10)
     np.testing.assert_allclose(
-        snorm(scores, utts[e_idx], utts[t_idx], cohort),
+        asnorm(scores, utts[e_idx], utts[t_idx], cohort, None),  # S-norm: the whole cohort
         naive_asnorm(scores, utts[e_idx], utts[t_idx], cohort, 40),
         atol=1e-10,
     )
-    emb = EmbeddingSet([f"u{i}" for i in range(30)], utts)
+    emb = EmbeddingSet([f"s/u{i}" for i in range(30)], utts)
     ids = np.array(emb.ids)
-    got = asnorm_trials(emb, list(ids[e_idx]), list(ids[t_idx]), cohort, 5)
+    got = asnorm_from_stats(
+        scores, *trial_stats(emb, list(ids[e_idx]), list(ids[t_idx]), cohort, 5)
+    )
     np.testing.assert_allclose(got, naive_asnorm(scores, utts[e_idx], utts[t_idx], cohort, 5))
 
 
@@ -297,8 +294,12 @@ def test_duration_and_imposter_quality() -> None:
     q = duration_quality([2.0, 8.0], [4.0, 1.0])
     np.testing.assert_allclose(q, np.log([[2.0, 4.0], [1.0, 8.0]]))
     np.testing.assert_array_equal(q, duration_quality([4.0, 1.0], [2.0, 8.0]))  # symmetric
-    with pytest.raises(ValueError, match="positive"):
-        duration_quality([0.0], [1.0])
+    np.testing.assert_allclose(duration_quality([0.0], [1.0]), np.log([[0.1, 1.0]]))  # floor
+    np.testing.assert_allclose(duration_quality([3.0], [90.0], 2.0, 10.0), np.log([[3.0, 10.0]]))
+    with pytest.raises(ValueError, match="no NaN or negatives"):
+        duration_quality([-1.0], [1.0])
+    with pytest.raises(ValueError, match="no NaN or negatives"):
+        duration_quality([np.nan], [1.0])
 
     rng = np.random.default_rng(6)
     utts, cohort = rng.normal(size=(10, 8)) * 3, rng.normal(size=(25, 8))
@@ -381,6 +382,26 @@ def test_speech_duration_on_real_speech(wildmix: Path) -> None:
         assert torch.get_num_threads() == threads
         assert 0.2 * total < silero <= total + 1e-6
         assert abs(silero - energy) < 0.5 * total
+        segments = speech_segments(wav, sr, method="silero")
+        assert all(0 <= a < b <= total + 1e-6 for a, b in segments)
+        assert sum(b - a for a, b in segments) == pytest.approx(silero)
+
+
+@pytest.mark.parametrize("kind", ["white", "brown", "dc", "dither", "tone", "clicks"])
+def test_silero_finds_no_speech_in_noise(kind: str) -> None:
+    if not silero_available():
+        pytest.skip("silero-vad is not installed")
+    sr, rng = 16000, np.random.default_rng(11)
+    n = 3 * sr
+    x = {
+        "white": 0.3 * rng.standard_normal(n),
+        "brown": np.cumsum(rng.standard_normal(n)) / 300,
+        "dc": 0.2 + 1e-3 * rng.standard_normal(n),
+        "dither": 1e-4 * rng.standard_normal(n),
+        "tone": 0.5 * np.sin(2 * np.pi * 220 * np.arange(n) / sr),
+        "clicks": 0.9 * (rng.random(n) < 0.001),
+    }[kind].astype(np.float32)
+    assert speech_duration(x, sr, method="silero") < 0.1
 
 
 # ---------------------------------------------------------------- fusion
@@ -397,7 +418,7 @@ def test_fusion() -> None:
     fusion = LogisticFusion(p_target=0.5).fit([s1, s2], labels)
     assert fusion.weights is not None and np.all(fusion.weights > 0)
     fused = fusion.transform([s1, s2])
-    single = [LogisticCalibrator(p_target=0.5).fit_transform(s, labels) for s in (s1, s2)]
+    single = [LogisticCalibrator(p_target=0.5).fit(s, labels).transform(s) for s in (s1, s2)]
     assert compute_cllr(fused, labels) < min(compute_cllr(s, labels) for s in single) - 0.02
     assert compute_eer(fused, labels)[0] <= min(compute_eer(s, labels)[0] for s in (s1, s2))
     again = LogisticFusion.from_dict(json.loads(json.dumps(fusion.to_dict())))

@@ -11,26 +11,37 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wildvox.audio.io import AudioError, load_audio, validate_waveform
-from wildvox.inference.calibration import SHORT_SECONDS, ModelCalibration
-from wildvox.inference.cohort import ScoreCohort
+from wildvox.audio.io import AudioError, audio_info, load_audio, validate_waveform
+from wildvox.audio.vad import speech_duration
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
 from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
-from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
+from wildvox.scoring.calibration import SHORT_SECONDS, Calibration
+from wildvox.scoring.cohort import ScoreCohort
+from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize
 from wildvox.store.sqlite_store import SpeakerStore
 
 logger = logging.getLogger(__name__)
 
 Audio = str | os.PathLike[str] | np.ndarray
 PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "default"
+#: shortest input accepted, in seconds of audio.
 MIN_SECONDS = 0.5
+#: least speech (Silero VAD) for a decision: less is refused by enroll, and verify / identify
+#: answer ``reliable: false`` and reject. Every real wildmix clip of >= 0.5 s had >= 0.22 s;
+#: white, coloured or DC noise, dither, tones and clicks have none.
+MIN_SPEECH_SECONDS = 0.2
+#: longest input of one request by default (``max_seconds``; raise it for longer recordings).
+MAX_SECONDS = 3600.0
+#: long inputs are decoded and embedded in blocks of this many seconds, and their embedding is
+#: the duration-weighted mean of the blocks' (memory stays flat: ~0.4 GB whatever the length).
+BLOCK_SECONDS = 60.0
 
 
 def default_store_path() -> Path:
@@ -57,6 +68,7 @@ class Verification:
     durations: tuple[float, float]
     reliable: bool
     note: str = ""
+    speech: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,18 @@ class Identification:
     duration: float
     reliable: bool
     note: str = ""
+    speech: float = 0.0
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One input's ``embedding`` (D,), its ``duration`` and the seconds of ``speech`` the VAD
+    found in it (NaN when not measured)."""
+
+    embedding: np.ndarray
+    duration: float
+    speech: float
+    source: str
 
 
 @dataclass
@@ -90,11 +114,14 @@ class SpeakerModel:
     :func:`load_model`."""
 
     exported: ExportedModel
-    calibration: ModelCalibration | None
+    calibration: Calibration | None
     cohort: ScoreCohort | None = None
     onnx: OnnxEmbedder | None = None
     store_path: Path = field(default_factory=default_store_path)
     min_seconds: float = MIN_SECONDS
+    min_speech: float = MIN_SPEECH_SECONDS
+    max_seconds: float = MAX_SECONDS
+    block_seconds: float = BLOCK_SECONDS
     _store: SpeakerStore | None = None
 
     @property
@@ -121,16 +148,52 @@ class SpeakerModel:
             self.onnx = OnnxEmbedder(self.onnx.path, threads)
 
     # ------------------------------------------------------------------ audio + embeddings
-    def load(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
-        """A path or an array -> float32 mono waveform at the model's rate, validated."""
-        if isinstance(audio, np.ndarray):
-            return validate_waveform(
-                audio,
-                sample_rate or self.sample_rate,
-                target_rate=self.sample_rate,
-                min_duration=self.min_seconds,
+    def _rate(self, sample_rate: int | None) -> int:
+        return self.sample_rate if sample_rate is None else sample_rate
+
+    def _check_length(self, source: str, seconds: float) -> None:
+        if seconds > self.max_seconds:
+            raise AudioError(
+                source,
+                f"{seconds:.0f} s is longer than the limit of {self.max_seconds:.0f} s of one "
+                "request (raise it with max_seconds / --max-seconds)",
             )
-        return load_audio(audio, sample_rate=self.sample_rate, min_duration=self.min_seconds)
+
+    def load(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
+        """A path or an array -> float32 mono waveform at the model's rate, validated (at most
+        ``max_seconds`` long; ``sample_rate`` is the array's rate, default the model's)."""
+        if isinstance(audio, np.ndarray):
+            rate = self._rate(sample_rate)
+            self._check_length("<array>", audio.shape[0] / max(rate, 1))
+            return validate_waveform(
+                audio, rate, target_rate=self.sample_rate, min_duration=self.min_seconds
+            )
+        return load_audio(
+            audio,
+            sample_rate=self.sample_rate,
+            min_duration=self.min_seconds,
+            max_duration=self.max_seconds,
+        )
+
+    def _blocks(self, audio: Audio, sample_rate: int | None) -> Iterator[np.ndarray]:
+        """The input at the model's rate in blocks of about ``block_seconds`` (one block when
+        shorter); a file is decoded block by block, never whole."""
+        if isinstance(audio, np.ndarray) or audio_info(audio).duration <= self.block_seconds:
+            wave = self.load(audio, sample_rate)
+            n = max(1, round(len(wave) / (self.block_seconds * self.sample_rate)))
+            yield from np.array_split(wave, n)
+            return
+        total = audio_info(audio).duration
+        self._check_length(str(audio), total)
+        n = max(1, round(total / self.block_seconds))
+        step = total / n
+        for k in range(n):
+            try:
+                yield load_audio(audio, sample_rate=self.sample_rate, offset=k * step,
+                                 duration=step, min_duration=0.0)  # fmt: skip
+            except AudioError as exc:
+                if "digitally silent" not in exc.reason:
+                    raise
 
     def _embed_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         lengths = torch.tensor([len(w) for w in waves])
@@ -140,24 +203,59 @@ class SpeakerModel:
         net = self.exported.net
         with torch.inference_mode():
             if self.onnx is None:
-                return net(batch, lengths).numpy().astype(np.float32)
-            feats, frames = net.features(batch, lengths)
-        return self.onnx(feats.numpy(), frames.numpy())
+                out = net(batch, lengths).numpy().astype(np.float32)
+            else:
+                feats, frames = net.features(batch, lengths)
+                out = self.onnx(feats.numpy(), frames.numpy())
+        if not np.isfinite(out).all():
+            raise ValueError("the model produced a NaN/inf embedding for this input")
+        return out
+
+    def analyse(
+        self, audio: Audio, sample_rate: int | None = None, speech: bool = True
+    ) -> Embedded:
+        """Embed one input block by block (memory bounded whatever its length) and, with
+        ``speech``, measure its speech with the VAD."""
+        source = "<array>" if isinstance(audio, np.ndarray) else str(audio)
+        embs: list[np.ndarray] = []
+        seconds: list[float] = []
+        found = 0.0
+        for block in self._blocks(audio, sample_rate):
+            if len(block) < 0.1 * self.sample_rate and embs:
+                continue  # a sliver at the end adds nothing
+            embs.append(self._embed_waves([block])[0])
+            seconds.append(len(block) / self.sample_rate)
+            if speech:
+                found += speech_duration(block, self.sample_rate)
+        if not embs:
+            raise AudioError(source, "digitally silent throughout")
+        emb = embs[0] if len(embs) == 1 else enroll_mean(np.stack(embs), seconds)
+        return Embedded(emb.astype(np.float32), float(sum(seconds)),
+                        found if speech else float("nan"), source)  # fmt: skip
 
     def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
-        """One utterance -> its (D,) float32 embedding."""
-        return self._embed_waves([self.load(audio, sample_rate)])[0]
+        """One utterance -> its (D,) float32 embedding (inputs over ``block_seconds``: the
+        duration-weighted mean of their blocks' embeddings)."""
+        return self.analyse(audio, sample_rate, speech=False).embedding
 
     def embed_batch(
         self, items: Sequence[Audio], sample_rate: int | None = None, batch_size: int = 16
     ) -> np.ndarray:
-        """Several utterances -> (N, D) float32, batched by similar length."""
-        waves = [self.load(a, sample_rate) for a in items]
-        order = np.argsort([len(w) for w in waves])
-        out = np.zeros((len(waves), self.embed_dim), dtype=np.float32)
+        """Several utterances -> (N, D) float32, batched by similar length (inputs longer
+        than ``block_seconds`` are embedded on their own, as :meth:`embed` does)."""
+        out = np.zeros((len(items), self.embed_dim), dtype=np.float32)
+        short: dict[int, np.ndarray] = {}
+        for i, a in enumerate(items):
+            long = (a.shape[0] / self._rate(sample_rate) if isinstance(a, np.ndarray)
+                    else audio_info(a).duration) > self.block_seconds  # fmt: skip
+            if long:
+                out[i] = self.embed(a, sample_rate)
+            else:
+                short[i] = self.load(a, sample_rate)
+        order = sorted(short, key=lambda i: len(short[i]))
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self._embed_waves([waves[i] for i in idx])
+            out[idx] = self._embed_waves([short[i] for i in idx])
         return out
 
     # ------------------------------------------------------------------ scores
@@ -180,19 +278,27 @@ class SpeakerModel:
         return cos if self.cohort is None else self.cohort.normalize_matrix(cos, q, r)
 
     # ------------------------------------------------------------------ decisions
-    def _calibration(self) -> ModelCalibration:
+    def _calibration(self) -> Calibration:
         if self.calibration is None:
             raise ModelFileError(
-                f"model {self.model_id} has no calibration; run `wildvox calibrate` on it first"
+                f"model {self.model_id} has no calibration; run `wildvox calibrate-model "
+                "--model DIR -c RECIPE` on it first"
             )
         return self.calibration
 
-    @staticmethod
-    def _reliability(*durations: float) -> tuple[bool, str]:
-        short = min(durations)
-        if short < SHORT_SECONDS:
+    def _reliability(self, durations: Sequence[float], speech: Sequence[float]) -> tuple[bool, str]:
+        """Whether a decision on inputs of these durations and amounts of speech can be
+        trusted, and why not. Too little speech anywhere makes the decision a rejection."""
+        least = min(speech)
+        if least < self.min_speech:
             return False, (
-                f"input of {short:.2f} s is under {SHORT_SECONDS:.0f} s: the decision is less "
+                f"only {least:.2f} s of speech found (at least {self.min_speech:.2f} s needed): "
+                "no decision, rejected"
+            )
+        short = min(durations)
+        if short < SHORT_SECONDS[0]:
+            return False, (
+                f"input of {short:.2f} s is under {SHORT_SECONDS[0]:.0f} s: the decision is less "
                 "reliable (the calibration widens its uncertainty for short speech)"
             )
         return True, ""
@@ -204,19 +310,22 @@ class SpeakerModel:
         operating_point: str = "eer",
         sample_rate: int | None = None,
     ) -> Verification:
-        """Are ``a`` and ``b`` the same speaker? Score, calibrated LLR and decision."""
+        """Are ``a`` and ``b`` the same speaker? Score, calibrated LLR and decision.
+
+        An input with less than ``min_speech`` seconds of speech (Silero VAD) is never
+        accepted: the answer is ``accept=False, reliable=False`` with the speech found."""
         cal = self._calibration()
-        wa, wb = self.load(a, sample_rate), self.load(b, sample_rate)
-        emb = length_normalize(self._embed_waves([wa, wb]))
-        cosine = float(emb[0] @ emb[1])
+        thr = cal.threshold(operating_point)  # validate the point before any work
+        ea, eb = self.analyse(a, sample_rate), self.analyse(b, sample_rate)
+        emb = np.stack([ea.embedding, eb.embedding])
+        cosine = float(cosine_score_pairs(emb[:1], emb[1:])[0])
         score = float(self.score(emb[:1], emb[1:])[0])
-        da, db = len(wa) / self.sample_rate, len(wb) / self.sample_rate
+        da, db = ea.duration, eb.duration
         llr = float(cal.llr(np.array([score]), np.array([da]), np.array([db]))[0])
-        thr = cal.threshold(operating_point)
-        reliable, note = self._reliability(da, db)
-        return Verification(
-            score, cosine, llr, llr >= thr, thr, operating_point, (da, db), reliable, note
-        )
+        reliable, note = self._reliability((da, db), (ea.speech, eb.speech))
+        enough = min(ea.speech, eb.speech) >= self.min_speech
+        return Verification(score, cosine, llr, enough and llr >= thr, thr, operating_point,
+                            (da, db), reliable, note, (ea.speech, eb.speech))  # fmt: skip
 
     # ------------------------------------------------------------------ speaker store
     def store(self) -> SpeakerStore:
@@ -228,16 +337,24 @@ class SpeakerModel:
     def enroll(self, name: str, items: Sequence[Audio], sample_rate: int | None = None) -> int:
         """Add utterances to speaker ``name`` (created if new); returns its utterance count.
 
-        Every input is read and embedded before anything is written: one bad file leaves the
+        Every input is read, checked for speech (at least ``min_speech`` seconds, else
+        :class:`AudioError`) and embedded before anything is written: one bad file leaves the
         store as it was.
         """
         if isinstance(items, str | os.PathLike | np.ndarray):
             items = [items]
         if not items:
             raise ValueError("enroll needs at least one utterance")
-        waves = [self.load(a, sample_rate) for a in items]
-        emb = self._embed_waves(waves) if len(waves) == 1 else self.embed_batch(waves)
-        durations = np.array([len(w) / self.sample_rate for w in waves], dtype=np.float32)
+        done = [self.analyse(a, sample_rate) for a in items]
+        for e in done:
+            if e.speech < self.min_speech:
+                raise AudioError(
+                    e.source,
+                    f"only {e.speech:.2f} s of speech found; enrolling needs at least "
+                    f"{self.min_speech:.2f} s (is it a recording of someone speaking?)",
+                )
+        emb = np.stack([e.embedding for e in done])
+        durations = np.array([e.duration for e in done], dtype=np.float32)
         sources = [
             "<array>" if isinstance(a, np.ndarray) else str(Path(a).resolve()) for a in items
         ]
@@ -251,20 +368,24 @@ class SpeakerModel:
         operating_point: str = "eer",
         sample_rate: int | None = None,
     ) -> Identification:
-        """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold.
+        """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold
+        (and when the input has less than ``min_speech`` seconds of speech).
 
         With a cohort, the ``max(top_k, 50)`` nearest speakers by cosine are re-ranked by their
         AS-normalised score. A ``far=X%`` operating point bounds the open-set rate of impostors
-        accepted as anyone (:meth:`ModelCalibration.identification_threshold`).
+        accepted as anyone (:meth:`Calibration.identification_threshold`).
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
+            raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
         cal = self._calibration()
+        cal.threshold(operating_point)  # validate the point before any work
         store = self.store()
         if len(store) == 0:
             raise ValueError(f"{store.path}: no enrolled speakers; enroll some first")
-        wave = self.load(audio, sample_rate)
-        duration = len(wave) / self.sample_rate
-        query = self._embed_waves([wave])[0]
-        hits = store.identify(query, top_k=top_k if self.cohort is None else max(top_k, 50))
+        query = self.analyse(audio, sample_rate)
+        hits = store.identify(
+            query.embedding, top_k=top_k if self.cohort is None else max(top_k, 50)
+        )
         names = [n for n, _ in hits]
         cosines = np.array([s for _, s in hits])
         scores = cosines
@@ -272,22 +393,24 @@ class SpeakerModel:
             all_names, matrix = store.matrix()
             row = {n: i for i, n in enumerate(all_names)}
             refs = matrix[[row[n] for n in names]]
-            scores = self.score_matrix(query[None], refs)[0]
+            scores = self.score_matrix(query.embedding[None], refs)[0]
             order = np.argsort(-scores, kind="stable")[:top_k]
             names = [names[i] for i in order]
             scores, cosines = scores[order], cosines[order]
         enrolled = {r.name: r.total_duration for r in store.list_speakers()}
         llrs = cal.llr(
-            scores, np.array([enrolled[n] for n in names]), np.full(len(names), duration)
+            scores, np.array([enrolled[n] for n in names]), np.full(len(names), query.duration)
         )
         cands = [
             Candidate(n, float(s), float(c), float(v))
             for n, s, c, v in zip(names, scores, cosines, llrs, strict=True)
         ]
         thr = cal.identification_threshold(operating_point, len(store))
-        best = cands[0].name if cands and cands[0].llr >= thr else None
-        reliable, note = self._reliability(duration)
-        return Identification(cands, best, thr, operating_point, duration, reliable, note)
+        enough = query.speech >= self.min_speech
+        best = cands[0].name if enough and cands and cands[0].llr >= thr else None
+        reliable, note = self._reliability([query.duration], [query.speech])
+        return Identification(cands, best, thr, operating_point, query.duration, reliable,
+                              note, query.speech)  # fmt: skip
 
     def close(self) -> None:
         if self._store is not None:
@@ -319,9 +442,12 @@ def load_model(
     calibration = None
     if record is not None:
         try:
-            calibration = ModelCalibration.from_dict(record)
+            calibration = Calibration.from_dict(record)
         except ValueError as exc:
-            raise ModelFileError(f"{model_dir}: bad calibration record ({exc})") from exc
+            raise ModelFileError(
+                f"{model_dir}: bad calibration record ({exc}); refit it with `wildvox "
+                "calibrate-model --model DIR -c RECIPE`"
+            ) from exc
     try:
         cohort = ScoreCohort.load(model_dir)
     except ValueError as exc:
@@ -356,6 +482,7 @@ def load_model(
 __all__ = [
     "AudioError",
     "Candidate",
+    "Embedded",
     "Identification",
     "SpeakerModel",
     "Verification",

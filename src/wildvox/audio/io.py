@@ -25,6 +25,9 @@ import soxr
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_PEAK",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
     "SILENCE_PEAK",
     "AudioError",
     "AudioInfo",
@@ -35,6 +38,12 @@ __all__ = [
 
 #: a waveform whose absolute peak is below this is treated as digital silence.
 SILENCE_PEAK = 1e-5
+#: a peak above this is not audio (float samples are nominally in [-1, 1]; the filterbank's
+#: power spectrum would overflow float32 well before 1e16).
+MAX_PEAK = 1e6
+#: sample rates accepted, in Hz: telephone 8 kHz down to 4 kHz, studio audio up to 192 kHz.
+#: Outside this range a header is wrong (a 1 Hz header would be "resampled" to gigabytes).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4000, 192000
 #: arrays with at most this many rows or columns are read as (channels, samples) or vice versa.
 MAX_CHANNELS = 16
 
@@ -76,6 +85,16 @@ class AudioInfo:
     def duration(self) -> float:
         """Length in seconds."""
         return self.frames / self.sample_rate
+
+
+def check_sample_rate(source: str | os.PathLike[str], rate: int) -> None:
+    """Refuse a sample rate outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] Hz."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            source,
+            f"sample rate {rate} Hz is outside the supported {MIN_SAMPLE_RATE}-"
+            f"{MAX_SAMPLE_RATE} Hz (a damaged header, or not audio)",
+        )
 
 
 def _check_path(path: str | os.PathLike[str]) -> Path:
@@ -145,8 +164,7 @@ def load_audio(
             ``max_duration``, NaN/inf samples, or digital silence.
         ValueError: invalid arguments (negative offset, non-positive duration or rate).
     """
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    check_sample_rate(f"output rate of {path}", sample_rate)
     if offset < 0.0 or not math.isfinite(offset):
         raise ValueError(f"offset must be a finite number >= 0 s, got {offset}")
     if duration is not None and not duration > 0.0:
@@ -158,6 +176,7 @@ def load_audio(
         raise _open_error(path, exc) from None
     with handle:
         rate, total = int(handle.samplerate), int(handle.frames)
+        check_sample_rate(path, rate)
         if total <= 0:
             raise AudioError(path, "empty audio (0 frames)")
         start = round(offset * rate)
@@ -226,10 +245,8 @@ def validate_waveform(
         raise AudioError(source, f"expected a numpy array, got {type(wav).__name__}")
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
         raise AudioError(source, f"sample rate must be an integer in Hz, got {sample_rate!r}")
-    if sample_rate <= 0:
-        raise AudioError(source, f"sample rate must be positive, got {sample_rate} Hz")
-    if target_rate <= 0:
-        raise ValueError(f"target_rate must be positive, got {target_rate}")
+    check_sample_rate(source, int(sample_rate))
+    check_sample_rate(f"output rate of {source}", target_rate)
     samples = _to_float32(wav, source)
     if samples.ndim == 2:
         rows, cols = samples.shape
@@ -283,6 +300,12 @@ def _finish(
             source, f"too short: {seconds:.3f} s, below the minimum of {min_duration:.3f} s"
         )
     peak = float(np.abs(mono).max())
+    if peak > MAX_PEAK:
+        raise AudioError(
+            source,
+            f"peak amplitude {peak:.3g} is not audio (samples are expected in [-1, 1]; "
+            f"refused above {MAX_PEAK:.0e})",
+        )
     if peak < SILENCE_PEAK:
         raise AudioError(
             source, f"digitally silent: peak amplitude {peak:.2e} is below {SILENCE_PEAK:.0e}"

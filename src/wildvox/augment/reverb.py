@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,8 @@ import soxr
 from scipy.signal import fftconvolve
 
 from wildvox.augment.noise import check_wave, list_audio_files
-from wildvox.registry import AUGMENTS
+from wildvox.data.files import atomic_path
+from wildvox.registry import AUGMENTS, optional_import
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +83,7 @@ def _ism_rir(
     sample_rate: int,
 ) -> np.ndarray:
     """Image-source RIR of a shoebox room, with a stochastic tail beyond ``MAX_ISM_ORDER``."""
-    import pyroomacoustics as pra
-
+    pra = optional_import("pyroomacoustics", "train", "simulated-room reverberation")
     absorption, order = pra.inverse_sabine(rt60, room.tolist())
     shoebox = pra.ShoeBox(
         room.tolist(),
@@ -140,7 +138,10 @@ def simulate_rir_bank(
     try:
         import pyroomacoustics  # noqa: F401
     except ImportError:
-        log.warning("pyroomacoustics is not installed: using exponential-decay RIRs")
+        log.warning(
+            "pyroomacoustics is not installed (pip install 'wildvox[train]'): "
+            "using exponential-decay RIRs"
+        )
         return [
             exponential_rir(
                 float(rng.uniform(0.2, 0.8)), rng, sample_rate, float(rng.uniform(0, 10))
@@ -188,22 +189,15 @@ def load_or_create_rir_bank(
     log.info("simulating %d RIRs (seed %d) into %s", n, seed, path)
     bank = simulate_rir_bank(n, np.random.default_rng(seed), sample_rate)
     offsets = np.cumsum([0] + [r.shape[0] for r in bank])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(
-                f,
-                samples=np.concatenate(bank),
-                offsets=offsets,
-                n=n,
-                seed=seed,
-                sample_rate=sample_rate,
-            )
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(
+            f,
+            samples=np.concatenate(bank),
+            offsets=offsets,
+            n=n,
+            seed=seed,
+            sample_rate=sample_rate,
+        )
     return bank
 
 

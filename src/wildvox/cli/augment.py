@@ -45,7 +45,6 @@ def augment(
         cfg = load_config(config, set_, data_root=str(resolve_data(data)))
     except ConfigError as exc:
         fail(str(exc))
-        raise
     if not cfg.augment.weights():
         fail("every augmentation kind has weight 0 in the recipe's augment section")
     corpora: dict[str, list[tuple[str, str]]] = {}
@@ -56,7 +55,6 @@ def augment(
                 corpora.setdefault(utt.corpus, []).append((speaker, str(utt.path)))
     except CorpusError as exc:
         fail(str(exc))
-        raise
     rng_seed = cfg.train.seed if seed is None else seed
     for name, items in corpora.items():
         target = out / name
@@ -73,7 +71,6 @@ def augment(
             )
         except (ValueError, FileNotFoundError) as exc:
             fail(f"{name}: {exc}")
-            raise
         wav_root = (target / "wav").resolve()
         lines = [f"{spk} {Path(path).relative_to(wav_root).as_posix()}\n" for spk, path in written]
         (target / LIST_NAME).write_text("".join(lines), encoding="utf-8")

@@ -1,7 +1,8 @@
 """``wildvox compare``: evaluate training runs on one corpus and tabulate them side by side.
 
 Each run folder is the ``--out`` of ``wildvox train`` (``model/``, ``config.yaml``,
-``checkpoints/``). Its exported model is evaluated with :mod:`wildvox.evaluation`, the code of
+``checkpoints/``). Its exported model is evaluated with
+:mod:`wildvox.reports.evaluation`, the code of
 ``wildvox evaluate --model`` and ``wildvox train-demo``: cosine scoring of a trial list (EER,
 MinDCF at p_target 0.01 and 0.05) and closed-set identification of the ``iden_split`` test part
 by the model's head. Identification is reported only for runs that trained on split 1 (and not
@@ -30,9 +31,9 @@ from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_
 from wildvox.config import Config
 from wildvox.data.corpora.voxceleb import CorpusError, load_corpus
 from wildvox.data.trials import TrialError, read_trials
-from wildvox.evaluation import evaluate_identification, evaluate_verification
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
-from wildvox.report import render_sections
+from wildvox.reports.evaluation import evaluate_identification, evaluate_verification
+from wildvox.reports.render import render_sections
 from wildvox.training.checkpoint import CheckpointError, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,6 @@ def compare(
         n_trials = len(read_trials(root / trials))
     except TrialError as exc:
         fail(str(exc))
-        raise
     rows: list[dict[str, str]] = []
     figures: dict[str, Any] = {}
     for run_dir in runs:
@@ -224,7 +224,6 @@ def compare(
             model = load_run(run_dir)
         except RunFolderError as exc:
             fail(str(exc))
-            raise
         ev = evaluate_run(run_dir, model, root, trials, num_workers=workers, fresh=fresh)
         facts = training_facts(run_dir, model)
         rows.append(table_row(run_dir.name, model.config, facts, ev))

@@ -5,18 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from wildvox.audio.io import AudioError
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
 from wildvox.data.corpora.voxceleb import audio_root
 from wildvox.data.trials import TrialError, read_trials
-from wildvox.evaluation import evaluate_identification, evaluate_verification
 from wildvox.inference.extract import extract_embeddings
 from wildvox.inference.model_io import ModelFileError, load_exported
 from wildvox.metrics.verification import verification_report
+from wildvox.reports.evaluation import evaluate_identification, evaluate_verification
 from wildvox.scoring.embeddings import load_embeddings, save_embeddings
+from wildvox.scoring.score_file import read_score_file, write_score_file
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
 
@@ -26,7 +26,6 @@ def _load_model(model: Path):  # type: ignore[no-untyped-def]
         return load_exported(model)
     except ModelFileError as exc:
         fail(str(exc))
-        raise
 
 
 def collect_inputs(inputs: list[Path]) -> list[tuple[str, Path]]:
@@ -59,7 +58,6 @@ def embed(
             ids = read_trials(trials).utterances()
         except TrialError as exc:
             fail(str(exc))
-            raise
         items = [(i, root / i) for i in ids]
     else:
         items = collect_inputs(inputs or [])
@@ -71,17 +69,13 @@ def embed(
             ext = extract_embeddings(
                 net.net,
                 [str(p) for _, p in items],
-                sample_rate=cfg.features.sample_rate,
-                batch_seconds=cfg.eval.batch_seconds,
-                max_seconds=cfg.eval.max_seconds,
-                min_seconds=cfg.dataset.min_seconds,
+                cfg,
                 num_workers=workers,
                 on_error="skip",
                 progress=advance,
             )
         except AudioError as exc:
             fail(str(exc))
-            raise
     for path, reason in ext.failed:
         console.print(
             f"[yellow]skipped[/] {reason if reason.startswith(path) else path + ': ' + reason}"
@@ -108,31 +102,10 @@ def score(
         emb = load_embeddings(embeddings)
         tr = read_trials(trials)
         scores = score_trials(emb, tr.enroll, tr.test)
-    except (ValueError, KeyError) as exc:
-        fail(str(exc))
-        raise
-    lines = [
-        f"{e} {t} {s:.6f}" + (f" {lab}" if lab >= 0 else "")
-        for e, t, s, lab in zip(
-            tr.enroll, tr.test, scores.tolist(), tr.labels.tolist(), strict=True
-        )
-    ]
-    output.write_text("\n".join(lines) + "\n")
-    console.print(f"{len(lines)} scores -> {output}")
-
-
-def read_scores(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A score file with labels (``enrol test score label``) -> (scores, labels)."""
-    scores, labels = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) != 4:
-            raise ValueError(f"{path}:{lineno}: expected 'enrol test score label', got {line!r}")
-        scores.append(float(f[2]))
-        labels.append(int(f[3]))
-    return np.asarray(scores), np.asarray(labels)
+        write_score_file(output, tr.enroll, tr.test, scores, tr.labels)
+    except (ValueError, KeyError, OSError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    console.print(f"{len(scores)} scores -> {output}")
 
 
 def evaluate(
@@ -147,11 +120,10 @@ def evaluate(
     result: dict[str, object]
     if scores is not None:
         try:
-            s, lab = read_scores(scores)
-            result = dict(verification_report(s, lab))
+            sf = read_score_file(scores)
+            result = dict(verification_report(sf.scores, sf.require_labels()))
         except (OSError, ValueError) as exc:
             fail(str(exc))
-            raise
     elif model is not None:
         net = _load_model(model)
         root = resolve_data(data)
@@ -159,7 +131,6 @@ def evaluate(
         result = {"verification": ver.metrics, "identification": evaluate_identification(net, root)}
     else:
         fail("give a score file or --model")
-        raise AssertionError
     if json_out:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -6,11 +6,11 @@ import typer
 
 from wildvox.cli.augment import augment
 from wildvox.cli.compare import compare
-from wildvox.cli.demo import train_demo
+from wildvox.cli.demo import demo, train_demo
 from wildvox.cli.evaluate import embed, evaluate, score
 from wildvox.cli.product import enroll, identify, speakers_app, verify
 from wildvox.cli.scoring import backend_report_command, calibrate, fuse, normalize
-from wildvox.cli.ship import calibrate_model, demo, export_onnx
+from wildvox.cli.ship import calibrate_model, export_onnx
 from wildvox.cli.train import train
 
 app = typer.Typer(

@@ -1,10 +1,9 @@
 """``wildvox normalize``, ``calibrate``, ``fuse`` and ``backend-report``: the scoring back-end
 on files.
 
-Score files hold ``enrol test score [label]`` lines as written by ``wildvox score`` (label 1
-target, 0 non-target; every line has one or none). The file readers and writers live here, as
-``read_scores`` does in :mod:`wildvox.cli.evaluate`; the steps themselves are the array
-functions of :mod:`wildvox.scoring` and :mod:`wildvox.backend`.
+Score files (``enrol test score [label]``) are read and written by
+:mod:`wildvox.scoring.score_file`; the steps are the array functions of :mod:`wildvox.scoring`,
+and the report is :mod:`wildvox.reports.backend`.
 """
 
 from __future__ import annotations
@@ -13,152 +12,35 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import typer
-from numpy.typing import ArrayLike
 
 from wildvox.audio.io import AudioError
-from wildvox.backend import (
-    backend_report,
-    llr_metrics,
-    quality_features,
-    select_training_ids,
-    speakers_of_ids,
-    trial_cohort_stats,
-)
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
-from wildvox.data.corpora.voxceleb import CorpusError
+from wildvox.data.corpora.voxceleb import CorpusError, select_training_ids, speakers_of_ids
+from wildvox.data.files import atomic_write
 from wildvox.data.trials import TrialError, read_trials
-from wildvox.evaluation import embed_ids
 from wildvox.inference.model_io import ModelFileError, load_exported
-from wildvox.scoring.asnorm import asnorm_from_stats, make_cohort
-from wildvox.scoring.calibration import LogisticCalibrator
+from wildvox.metrics.verification import llr_metrics
+from wildvox.reports.backend import backend_report
+from wildvox.reports.evaluation import embed_ids
+from wildvox.scoring.asnorm import asnorm_from_stats, make_cohort, trial_stats
+from wildvox.scoring.calibration import Calibration, trial_features
 from wildvox.scoring.embeddings import EmbeddingSet, load_embeddings, save_embeddings
 from wildvox.scoring.fusion import LogisticFusion, average_fusion
 from wildvox.scoring.plda import NotFittedError
+from wildvox.scoring.score_file import (
+    ScoreFile,
+    align_score_files,
+    read_score_file,
+    write_score_file,
+)
 
 CohortPer = Literal["speaker", "utterance"]
-CAL_KIND = "wildvox-calibration"
-
-
-class ScoreFileError(ValueError):
-    """A score file that is missing, malformed, or lacks the labels a step needs."""
-
-
-@dataclass
-class ScoreFile:
-    """Trials ``enroll[i]`` vs ``test[i]``: ``scores`` (N,) float64, ``labels`` (N,) int64
-    (1 / 0, or -1 on every line of an unlabeled file)."""
-
-    enroll: list[str]
-    test: list[str]
-    scores: np.ndarray
-    labels: np.ndarray
-    path: str = "<scores>"
-
-    @property
-    def labeled(self) -> bool:
-        return bool((self.labels >= 0).all())
-
-    def require_labels(self) -> np.ndarray:
-        """The (N,) labels; :class:`ScoreFileError` when the file has none."""
-        if not self.labeled:
-            raise ScoreFileError(
-                f"{self.path}: this step needs labeled trials ('enrol test score label' lines)"
-            )
-        return self.labels
-
-
-def read_score_file(path: str | Path) -> ScoreFile:
-    """Parse a score file; :class:`ScoreFileError` naming the file and line on bad input."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ScoreFileError(f"{path}: cannot read score file ({exc.strerror})") from None
-    enroll, test, scores, labels = [], [], [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        f = line.split()
-        if not f:
-            continue
-        if len(f) not in (3, 4):
-            raise ScoreFileError(f"{path}:{lineno}: expected 'enrol test score [label]': {line!r}")
-        try:
-            s = float(f[2])
-        except ValueError:
-            raise ScoreFileError(f"{path}:{lineno}: score {f[2]!r} is not a number") from None
-        if not np.isfinite(s):
-            raise ScoreFileError(f"{path}:{lineno}: score is {f[2]} (NaN/inf scores not allowed)")
-        if len(f) == 4 and f[3] not in ("0", "1"):
-            raise ScoreFileError(f"{path}:{lineno}: label must be 0 or 1, got {f[3]!r}")
-        enroll.append(f[0])
-        test.append(f[1])
-        scores.append(s)
-        labels.append(int(f[3]) if len(f) == 4 else -1)
-    if not enroll:
-        raise ScoreFileError(f"{path}: score file is empty")
-    lab = np.asarray(labels, dtype=np.int64)
-    if (lab < 0).any() and (lab >= 0).any():
-        raise ScoreFileError(
-            f"{path}: {int((lab < 0).sum())} of {lab.size} lines have no label (all or none)"
-        )
-    return ScoreFile(enroll, test, np.asarray(scores, dtype=np.float64), lab, str(path))
-
-
-def write_score_file(
-    path: Path, enroll: Sequence[str], test: Sequence[str], scores: ArrayLike, labels: ArrayLike
-) -> None:
-    """Write ``enrol test score [label]`` lines atomically; negative labels are left out."""
-    s = np.asarray(scores, dtype=np.float64)
-    lab = np.asarray(labels, dtype=np.int64)
-    if not (s.shape == lab.shape == (len(enroll),) and len(test) == len(enroll)):
-        raise ValueError(
-            f"{len(enroll)}/{len(test)} trial ids, scores {s.shape}, labels {lab.shape}"
-        )
-    if not np.isfinite(s).all():
-        raise ValueError(f"{path}: refusing to write {int((~np.isfinite(s)).sum())} NaN/inf scores")
-    lines = [
-        f"{e} {t} {v:.6f}" + (f" {k}" if k >= 0 else "")
-        for e, t, v, k in zip(enroll, test, s.tolist(), lab.tolist(), strict=True)
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-
-
-def align_score_files(files: Sequence[ScoreFile]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores of S files on the first file's trials, (N, S), and their labels (N,) (-1: none).
-
-    Every file must hold the same (enrol, test) trials, in any order, each once; labels, where
-    two files both have them, must agree.
-    """
-    ref = files[0]
-    keys = list(zip(ref.enroll, ref.test, strict=True))
-    out = np.empty((len(keys), len(files)))
-    labels = np.full(len(keys), -1, dtype=np.int64)
-    for j, f in enumerate(files):
-        pos = {k: i for i, k in enumerate(zip(f.enroll, f.test, strict=True))}
-        if len(pos) != len(f.enroll):
-            raise ScoreFileError(f"{f.path}: {len(f.enroll) - len(pos)} repeated trial(s)")
-        missing = [k for k in keys if k not in pos]
-        if missing or len(pos) != len(keys):
-            raise ScoreFileError(
-                f"{f.path}: trials differ from {ref.path} ({len(f.enroll)} vs {len(keys)} "
-                f"trials; {len(missing)} of {ref.path}'s missing, e.g. {missing[:2]})"
-            )
-        rows = np.fromiter((pos[k] for k in keys), np.int64, len(keys))
-        out[:, j] = f.scores[rows]
-        if f.labeled:
-            if (labels >= 0).all() and (labels != f.labels[rows]).any():
-                raise ScoreFileError(f"{f.path}: labels disagree with the other score files")
-            labels = f.labels[rows]
-    return out, labels
 
 
 @contextmanager
@@ -192,8 +74,9 @@ def _features(
     cohort: Path | None,
     top_n: int,
     per: CohortPer,
+    duration_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """(N, 1 + 2Q) calibration features: the score, then each quality measure's min/max."""
+    """(N, 1 + 2Q) calibration features of a score file's trials (:func:`trial_features`)."""
     if not measures:
         return sf.scores[:, None]
     if embeddings is None:
@@ -203,16 +86,14 @@ def _features(
     if "duration" in measures:
         if emb.durations is None:
             raise ValueError(f"{embeddings}: no durations stored (embed with `wildvox embed`)")
-        kw["dur_enroll"] = emb.durations[emb.index(sf.enroll)]
-        kw["dur_test"] = emb.durations[emb.index(sf.test)]
+        kw["dur_a"] = emb.durations[emb.index(sf.enroll)]
+        kw["dur_b"] = emb.durations[emb.index(sf.test)]
     if "imposter" in measures:
         if cohort is None:
             raise ValueError("the imposter quality measure needs --cohort")
         rows, c_spk = _cohort(cohort, per)
-        kw["imp_enroll"], _, kw["imp_test"], _ = trial_cohort_stats(
-            emb, sf.enroll, sf.test, rows, top_n, c_spk
-        )
-    return np.column_stack([sf.scores, quality_features(measures, **kw)])
+        kw["imp_a"], _, kw["imp_b"], _ = trial_stats(emb, sf.enroll, sf.test, rows, top_n, c_spk)
+    return trial_features(sf.scores, measures, duration_range=duration_range, **kw)
 
 
 def _report(summary: dict[str, Any], json_out: bool) -> None:
@@ -243,7 +124,7 @@ def normalize(
         emb = load_embeddings(embeddings)
         rows, c_spk = _cohort(cohort, cohort_per)
         n = None if method == "snorm" else top_n
-        stats = trial_cohort_stats(emb, sf.enroll, sf.test, rows, n, c_spk)
+        stats = trial_stats(emb, sf.enroll, sf.test, rows, n, c_spk)
         out = asnorm_from_stats(sf.scores, *stats)
         write_score_file(output, sf.enroll, sf.test, out, sf.labels)
     summary = {"trials": len(out), "cohort": int(rows.shape[0]), "top_n": n, "output": str(output)}
@@ -270,7 +151,6 @@ def calibrate(
     if (train is None) == (apply is None):
         fail("give exactly one of --train (fit) and --apply (calibrate --scores)")
     summary: dict[str, Any]
-    record: dict[str, Any]
     with user_errors():
         if train is not None:
             sf = read_score_file(train)
@@ -278,34 +158,31 @@ def calibrate(
             measures = list(dict.fromkeys(quality))
             feats = _features(sf, measures, embeddings, cohort, top_n, cohort_per)
             try:
-                cal = LogisticCalibrator(p_target=p_target).fit(feats, labels)
+                cal = Calibration.fit(
+                    feats, labels, quality=measures, score=f"scores of {train.name}",
+                    p_target=p_target,
+                    cohort={"top_n": top_n, "per": cohort_per} if "imposter" in measures else {},
+                    fitted_on=f"{train} ({len(labels)} trials)",
+                )  # fmt: skip
             except ValueError as exc:
                 raise ValueError(f"{train}: cannot fit a calibration: {exc}") from None
-            record = {"kind": CAL_KIND, "calibrator": cal.to_dict(), "quality": measures,
-                      "top_n": top_n, "cohort_per": cohort_per,
-                      "fitted_on": {"scores": str(train), "trials": len(labels)}}  # fmt: skip
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(record, indent=1))
-            summary = {"weights": record["calibrator"]["weights"], "bias": cal.bias,
-                       "fit": llr_metrics(cal.transform(feats), labels)}  # fmt: skip
+            atomic_write(output, json.dumps(cal.to_dict(), indent=1))
+            summary = {"weights": cal.calibrator.to_dict()["weights"], "bias": cal.calibrator.bias,
+                       "fit": llr_metrics(cal.calibrator.transform(feats), labels)}  # fmt: skip
         else:
-            assert apply is not None
-            if scores is None:
+            if apply is None or scores is None:
                 raise ValueError("--apply needs --scores")
             if quality:
                 raise ValueError("the quality measures come from the calibration file")
             try:
-                record = json.loads(apply.read_text())
-                if not isinstance(record, dict) or record.get("kind") != CAL_KIND:
-                    raise ValueError("not written by `wildvox calibrate --train`")
-                cal = LogisticCalibrator.from_dict(record["calibrator"])
-                measures, n, per = record["quality"], int(record["top_n"]), record["cohort_per"]
-                if per not in ("speaker", "utterance"):
-                    raise ValueError(f"cohort_per {per!r}")
-            except (ValueError, KeyError, TypeError) as exc:
+                cal = Calibration.from_dict(json.loads(apply.read_text()))
+            except (ValueError, OSError) as exc:
                 raise ValueError(f"{apply}: not a calibration file ({exc})") from None
+            n = int(cal.cohort.get("top_n", 100))
+            per: CohortPer = "utterance" if cal.cohort.get("per") == "utterance" else "speaker"
             sf = read_score_file(scores)
-            llr = cal.transform(_features(sf, measures, embeddings, cohort, n, per))
+            feats = _features(sf, cal.quality, embeddings, cohort, n, per, cal.duration_range)
+            llr = cal.calibrator.transform(feats)
             write_score_file(output, sf.enroll, sf.test, llr, sf.labels)
             summary = {"trials": len(llr), "output": str(output)}
             if sf.labeled and 0 < sf.labels.sum() < len(llr):
@@ -400,7 +277,7 @@ def backend_report_command(
             path = out / "scores" / f"{name.replace(' ', '_')}.txt"
             write_score_file(path, tr.enroll, tr.test, s, tr.labels)
     res.report["setup"]["seconds"] = round(time.perf_counter() - started, 1)
-    (out / "report.json").write_text(json.dumps(res.report, indent=2))
+    atomic_write(out / "report.json", json.dumps(res.report, indent=2))
     if json_out:
         typer.echo(json.dumps(res.report, indent=2))
     else:

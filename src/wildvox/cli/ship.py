@@ -1,98 +1,34 @@
-"""``wildvox demo`` (the shipped model at work), ``wildvox calibrate-model`` and
-``wildvox export-onnx``."""
+"""``wildvox calibrate-model`` and ``wildvox export-onnx``: making a trained model shippable."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 import typer
 
-from wildvox.api import PRETRAINED, load_model
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
-from wildvox.cli.demo import train_demo
 from wildvox.config import ConfigError, load_config
-from wildvox.data.corpora.voxceleb import CorpusError, load_corpus
+from wildvox.data.corpora.voxceleb import CorpusError, cap_per_speaker, load_corpus
 from wildvox.data.manifest import Utterance
-from wildvox.data.trials import read_trials
-from wildvox.evaluation import embed_ids
-from wildvox.inference.calibration import fit_model_calibration
-from wildvox.inference.cohort import COHORT_FILE, ScoreCohort
 from wildvox.inference.extract import Extraction, extract_embeddings
 from wildvox.inference.model_io import (
-    WEIGHTS,
     ExportedModel,
     ModelFileError,
     load_exported,
     update_model_extra,
 )
 from wildvox.inference.onnx_runtime import OnnxExportError, export_embedder
-from wildvox.report import write_sections
 from wildvox.scoring.asnorm import make_cohort
-from wildvox.showcase import run_showcase
-
-
-def demo(
-    data: Path | None = typer.Option(None, help="Corpus root (default: wildmix)."),
-    model: Path | None = typer.Option(None, help="Exported model (default: the shipped one)."),
-    trials: str = typer.Option("veri_test.txt", help="Trial list inside the corpus root."),
-    out: Path = typer.Option(Path("results/showcase"), help="Report folder."),
-    workers: int = typer.Option(1, help="Decoding worker processes."),
-) -> None:
-    """The shipped model on wildmix: calibrated verification, enrolment, identification."""
-    setup_logging()
-    started = time.perf_counter()
-    root = resolve_data(data)
-    if model is None and not (PRETRAINED / WEIGHTS).is_file():
-        console.print("no shipped model in this installation: training one with the demo recipe")
-        train_demo(data=root, config=None, set_=[], run=None, fresh=False, workers=workers)
-        return
-    try:
-        m = load_model(model)
-    except ModelFileError as exc:
-        fail(str(exc))
-        raise
-    card = {
-        "model id": m.model_id,
-        "backbone": m.exported.config.model.backbone,
-        "embedding": m.embed_dim,
-        "calibrated": m.calibration is not None,
-    }
-    console.print(card)
-    ids = read_trials(root / trials).utterances()
-    with progress_bar("embedding", len(ids)) as advance:
-        emb = embed_ids(m.exported, root, ids, num_workers=workers, progress=advance)
-    results = run_showcase(m, emb, root / trials, out / "speakers.sqlite")
-    results["model"] = card
-    results["run"] = {
-        "corpus": str(root),
-        "trials": trials,
-        "utterances embedded": len(emb),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    _, md = write_sections(out, "wildvox: the shipped model on wildmix", results)
-    console.print(md.read_text())
-    console.print(f"report written to {md}")
-
-
-def _per_speaker(utts: list[Utterance], limit: int, seed: int) -> list[Utterance]:
-    """At most ``limit`` utterances of each speaker, drawn with ``seed``, in list order."""
-    rng = np.random.default_rng(seed)
-    by_spk: dict[str, list[int]] = {}
-    for i, u in enumerate(utts):
-        by_spk.setdefault(u.speaker, []).append(i)
-    keep = sorted(j for idx in by_spk.values() for j in rng.permutation(idx)[:limit].tolist())
-    return [utts[i] for i in keep]
+from wildvox.scoring.calibration_trials import fit_model_calibration
+from wildvox.scoring.cohort import COHORT_FILE, ScoreCohort
 
 
 def _embed(exported: ExportedModel, utts: list[Utterance], what: str) -> Extraction:
-    f = exported.config
     with progress_bar(f"embedding {what}", len(utts)) as advance:
         return extract_embeddings(
-            exported.net, [str(u.path) for u in utts], sample_rate=f.features.sample_rate,
-            batch_seconds=f.eval.batch_seconds, max_seconds=f.eval.max_seconds,
-            min_seconds=f.dataset.min_seconds, on_error="skip", progress=advance,
+            exported.net, [str(u.path) for u in utts], exported.config, on_error="skip",
+            progress=advance,
         )  # fmt: skip
 
 
@@ -120,15 +56,14 @@ def calibrate_model(
         train = [u for c in cfg.dataset.train for u in load_corpus(c)] if cohort_per_speaker else []
     except (ModelFileError, ConfigError, CorpusError) as exc:
         fail(str(exc))
-        raise
     cohort = None
     if train:
-        members = _per_speaker(train, cohort_per_speaker, seed)
+        members = cap_per_speaker(train, [u.speaker for u in train], cohort_per_speaker, seed)
         ext = _embed(exported, members, "cohort")
         means = make_cohort(ext.embeddings, np.array([members[i].speaker for i in ext.ok]))
         cohort = ScoreCohort.from_embeddings(means, top_n)
         console.print(f"AS-Norm cohort: {len(means)} training speakers, top {cohort.top_n}")
-    chosen = _per_speaker(utts, per_speaker, seed)
+    chosen = cap_per_speaker(utts, [u.speaker for u in utts], per_speaker, seed)
     ext = _embed(exported, chosen, "held-out speakers")
     speakers = [chosen[i].speaker for i in ext.ok]
     cal = fit_model_calibration(ext.embeddings, ext.durations, speakers, seed=seed, cohort=cohort)
@@ -155,5 +90,4 @@ def export_onnx(
         path = export_embedder(exported.net.embedder, feat_dim, exported.model_id, model)
     except (ModelFileError, OnnxExportError) as exc:
         fail(str(exc))
-        raise
     console.print(f"wrote {path}; load_model() now runs the embedder in ONNX Runtime")

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wildvox.audio.io import AudioError, audio_info
+from wildvox.config import Config
 from wildvox.data.dataset import FullUtteranceDataset, collate_padded, length_batches
 from wildvox.models.speaker_net import SpeakerNet
 
@@ -31,6 +32,7 @@ class Extraction:
 def extract_embeddings(
     net: SpeakerNet,
     paths: Sequence[str],
+    config: Config | None = None,
     *,
     sample_rate: int = 16000,
     batch_seconds: float = 400.0,
@@ -43,12 +45,19 @@ def extract_embeddings(
 ) -> Extraction:
     """Embed every file in ``paths``, batching utterances of similar length.
 
-    ``on_error="raise"`` raises :class:`AudioError` for the first bad file; ``"skip"`` embeds the
-    good files and reports the bad ones in ``failed``. ``progress`` is called with the number of
-    files finished after each batch.
+    ``config`` (the model's own, as saved with it) sets the sample rate, the batch size in
+    seconds, the length cap and the shortest accepted file (``features.sample_rate``,
+    ``eval.batch_seconds``, ``eval.max_seconds``, ``dataset.min_seconds``), overriding the
+    keyword values. ``on_error="raise"`` raises :class:`AudioError` for the first bad file;
+    ``"skip"`` embeds the good files and reports the bad ones in ``failed`` (a file whose
+    embedding is not finite counts as bad). ``progress`` is called with the number of files
+    finished after each batch.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if config is not None:
+        sample_rate, min_seconds = config.features.sample_rate, config.dataset.min_seconds
+        batch_seconds, max_seconds = config.eval.batch_seconds, config.eval.max_seconds
     failed: dict[int, str] = {}
     durations = np.zeros(len(paths), dtype=np.float32)
     for i, p in enumerate(paths):
@@ -82,8 +91,14 @@ def extract_embeddings(
             if len(batch.indices):
                 lengths = batch.lengths if len(batch.indices) > 1 else None
                 emb = net(batch.wavs.to(device), None if lengths is None else lengths.to(device))
-                out[batch.indices.numpy()] = emb.float().cpu().numpy()
-                done[batch.indices.numpy()] = True
+                rows = emb.float().cpu().numpy()
+                finite = np.isfinite(rows).all(axis=1)
+                for index in batch.indices.numpy()[~finite].tolist():
+                    if on_error == "raise":
+                        raise AudioError(paths[index], "the model's embedding is not finite")
+                    failed[index] = f"{paths[index]}: the model's embedding is not finite"
+                out[batch.indices.numpy()[finite]] = rows[finite]
+                done[batch.indices.numpy()[finite]] = True
             if progress is not None:
                 progress(len(batch.indices) + len(batch.errors))
     ok = np.flatnonzero(done).tolist()

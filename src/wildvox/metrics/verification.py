@@ -381,3 +381,14 @@ def verification_report(scores: ArrayLike, labels: ArrayLike) -> dict[str, float
         "min_dcf_0.01": _min_dcf(points, 0.01, 1.0, 1.0)[0],
         "min_dcf_0.05": _min_dcf(points, 0.05, 1.0, 1.0)[0],
     }
+
+
+def llr_metrics(llr: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+    """EER, MinDCF, actual DCF (p_target 0.01, 0.05) and Cllr / min Cllr (bits) of LLRs (N,)."""
+    s, y = check_trials(llr, labels, name="llrs")
+    out = verification_report(s, y)
+    for p in (0.01, 0.05):
+        out[f"act_dcf_{p}"] = compute_actual_dcf(s, y, p_target=p)
+    out["cllr"] = compute_cllr(s, y)
+    out["min_cllr"] = compute_min_cllr(s, y)
+    return out

@@ -53,10 +53,7 @@ def embed_ids(
     ext = extract_embeddings(
         model.net,
         [str(wav / i) for i in ids],
-        sample_rate=cfg.features.sample_rate,
-        batch_seconds=cfg.eval.batch_seconds,
-        max_seconds=cfg.eval.max_seconds,
-        min_seconds=cfg.dataset.min_seconds,
+        cfg,
         num_workers=num_workers,
         device=next(model.net.parameters()).device,
         progress=progress,

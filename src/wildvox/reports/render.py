@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wildvox.data.files import atomic_write
+
 
 def _pct(x: Any) -> str:
     return "n/a" if x is None else f"{100 * float(x):.2f} %"
@@ -77,9 +79,7 @@ def write_report(
     paths = (out_dir / "report.json", out_dir / "report.md")
     texts = (json.dumps(report, indent=2, default=str), markdown or render_markdown(report))
     for path, text in zip(paths, texts, strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write(path, text)
     return paths
 
 

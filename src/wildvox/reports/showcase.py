@@ -16,27 +16,27 @@ import numpy as np
 from wildvox.api import SpeakerModel
 from wildvox.data.corpora.voxceleb import speaker_of
 from wildvox.data.trials import read_trials
-from wildvox.inference.calibration import ModelCalibration
+from wildvox.metrics.identification import top_k_accuracy
 from wildvox.metrics.verification import (
     compute_actual_dcf,
     compute_cllr,
     verification_report,
 )
-from wildvox.scoring.cosine import length_normalize
+from wildvox.scoring.calibration import NAMED_POINTS, SHORT_SECONDS, Calibration
+from wildvox.scoring.cosine import cosine_score_pairs
 from wildvox.scoring.embeddings import EmbeddingSet
 from wildvox.store.sqlite_store import SpeakerStore
 
 logger = logging.getLogger(__name__)
 
-POINTS = ("eer", "min-dcf", "far=1%", "far=0.1%", "bayes")
 
 
 def operating_point_table(
-    cal: ModelCalibration, llr: np.ndarray, labels: np.ndarray
+    cal: Calibration, llr: np.ndarray, labels: np.ndarray
 ) -> list[dict[str, Any]]:
     """False-accept and false-reject rates reached at each named point, next to its target."""
     rows = []
-    for point in POINTS:
+    for point in NAMED_POINTS:
         thr = cal.threshold(point)
         far = float(np.mean(llr[labels == 0] >= thr))
         frr = float(np.mean(llr[labels == 1] < thr))
@@ -50,8 +50,8 @@ def verification_section(
 ) -> dict[str, Any]:
     trials = read_trials(trials_path)
     e, t = emb.index(trials.enroll), emb.index(trials.test)
-    x = length_normalize(emb.embeddings)
-    cosine = np.einsum("ij,ij->i", x[e], x[t])
+    x = emb.embeddings
+    cosine = cosine_score_pairs(x[e], x[t])
     labels = trials.labels
     out: dict[str, Any] = {"cosine": verification_report(cosine, labels)}
     scores = cosine
@@ -59,10 +59,12 @@ def verification_section(
         scores = model.score(x[e], x[t])
         name = f"AS-Norm (cohort of {len(model.cohort.embeddings)}, top {model.cohort.top_n})"
         out[name] = verification_report(scores, labels)
-    assert emb.durations is not None
-    short = (emb.durations[e] < 2.0) & (emb.durations[t] < 2.0)
+    if emb.durations is None:
+        raise ValueError("the showcase needs embeddings with durations")
+    cut = SHORT_SECONDS[0]
+    short = (emb.durations[e] < cut) & (emb.durations[t] < cut)
     if short.any() and labels[short].min() != labels[short].max():
-        name = f"{model.scoring}, both sides < 2 s"
+        name = f"{model.scoring}, both sides < {cut:g} s"
         out[name] = verification_report(scores[short], labels[short])
     if model.calibration is not None:
         llr = model.calibration.llr(scores, emb.durations[e], emb.durations[t])
@@ -89,7 +91,8 @@ def identification_section(
         by_spk[speaker_of(uid)].append(i)
     speakers = sorted(by_spk)
     impostors = set(speakers[::impostor_every])
-    assert emb.durations is not None
+    if emb.durations is None:
+        raise ValueError("the showcase needs embeddings with durations")
     store_path.unlink(missing_ok=True)
     queries: list[tuple[int, str | None]] = []
     with SpeakerStore(store_path, model.model_id, model.embed_dim) as store:
@@ -111,14 +114,15 @@ def identification_section(
     top1 = [names[j] for j in order[:, 0]]
     known = np.array([s is not None for s in truth])
     hit1 = np.array([t == p for t, p in zip(truth, top1, strict=True)])
-    hit5 = np.array([t in {names[j] for j in row[:5]} for t, row in zip(truth, order, strict=True)])
+    column = {n: j for j, n in enumerate(names)}
+    known_labels = np.array([column[t] for t in truth if t is not None])
     out: dict[str, Any] = {
         "enrolled speakers": len(names),
         "impostor speakers": len(impostors),
         "utterances per enrolment": enroll_per_speaker,
         "queries (known / impostor)": f"{int(known.sum())} / {int((~known).sum())}",
-        "closed-set top-1": float(hit1[known].mean()),
-        "closed-set top-5": float(hit5[known].mean()),
+        "closed-set top-1": top_k_accuracy(sims[known], known_labels, 1),
+        "closed-set top-5": top_k_accuracy(sims[known], known_labels, min(5, len(names))),
     }
     if model.calibration is not None:
         best = sims[np.arange(len(q)), order[:, 0]]

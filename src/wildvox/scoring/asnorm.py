@@ -12,6 +12,13 @@ deviation (``ddof=0``), as WeSpeaker does.
 
 Cohort statistics are computed once per distinct utterance, in chunks of ``chunk_size`` rows,
 so memory stays at about ``chunk_size * C`` floats whatever the number of trials.
+
+Every AS-Norm in wildvox goes through :func:`cohort_stats` and :func:`asnorm_from_stats`: the
+array function :func:`asnorm`, the trial-list form :func:`trial_stats` (``wildvox normalize``,
+the back-end report, calibration), and the shipped model's
+:class:`~wildvox.scoring.cohort.ScoreCohort`. With speaker labels, an utterance's own speaker is
+left out of its cohort: calibration trials drawn from training speakers would otherwise score
+their own speaker mean among the "imposters".
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from wildvox.scoring.cosine import length_normalize, score_trials
+from wildvox.data.corpora.voxceleb import speakers_of_ids
+from wildvox.scoring.cosine import length_normalize, speaker_means
 from wildvox.scoring.embeddings import EmbeddingSet
 
 logger = logging.getLogger(__name__)
@@ -31,10 +39,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "asnorm",
     "asnorm_from_stats",
-    "asnorm_trials",
     "cohort_stats",
     "make_cohort",
-    "snorm",
+    "trial_stats",
 ]
 
 
@@ -55,6 +62,9 @@ def cohort_stats(
     top_n: int | None = 100,
     chunk_size: int = 4096,
     metric: Literal["cosine", "dot"] = "cosine",
+    *,
+    speakers: ArrayLike | None = None,
+    cohort_speakers: ArrayLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each embedding's ``top_n`` highest cohort scores.
 
@@ -65,10 +75,27 @@ def cohort_stats(
         chunk_size: rows of ``emb`` scored against the cohort at once.
         metric: ``"cosine"`` (length-normalise both sides) or ``"dot"`` (inner product of the
             embeddings as given, IDLab's imposter-mean quality measure).
+        speakers: (U,) speaker of each embedding, with ``cohort_speakers`` (C,): the cohort
+            rows of an embedding's own speaker are left out of its statistics.
 
     Returns:
         ``(mean (U,), std (U,))`` in float64; computed in float32 when both inputs are float32.
+
+    >>> c = np.eye(3)
+    >>> m, s = cohort_stats(np.array([[1.0, 0, 0]]), c, top_n=2)
+    >>> m.tolist(), s.tolist()
+    ([0.5], [0.5])
+    >>> cohort_stats(np.array([[1.0, 0, 0]]), c, 2, speakers=["a"],
+    ...              cohort_speakers=["a", "b", "c"])[0].tolist()
+    [0.0]
     """
+    if (speakers is None) != (cohort_speakers is None):
+        raise ValueError("give both speakers and cohort_speakers, or neither")
+    if speakers is not None and cohort_speakers is not None:
+        return _stats_without_own_speaker(
+            emb, cohort, top_n, chunk_size, metric, np.asarray(speakers),
+            np.asarray(cohort_speakers),
+        )  # fmt: skip
     e = _float_matrix(emb, "embeddings")
     c = _float_matrix(cohort, "cohort")
     if e.shape[1] != c.shape[1]:
@@ -99,6 +126,31 @@ def cohort_stats(
         stop = start + s.shape[0]
         mean[start:stop] = s64.mean(axis=1)
         std[start:stop] = s64.std(axis=1)
+    return mean, std
+
+
+def _stats_without_own_speaker(
+    emb: ArrayLike,
+    cohort: ArrayLike,
+    top_n: int | None,
+    chunk_size: int,
+    metric: Literal["cosine", "dot"],
+    spk: np.ndarray,
+    c_spk: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    e, c = _float_matrix(emb, "embeddings"), _float_matrix(cohort, "cohort")
+    if spk.shape != (e.shape[0],) or c_spk.shape != (c.shape[0],):
+        raise ValueError(
+            f"speakers {spk.shape} / cohort_speakers {c_spk.shape} do not fit embeddings "
+            f"{e.shape} / cohort {c.shape}"
+        )
+    mean, std = np.empty(e.shape[0]), np.empty(e.shape[0])
+    overlap = np.isin(spk, c_spk)
+    if (~overlap).any():
+        mean[~overlap], std[~overlap] = cohort_stats(e[~overlap], c, top_n, chunk_size, metric)
+    for s in np.unique(spk[overlap]):
+        rows = spk == s
+        mean[rows], std[rows] = cohort_stats(e[rows], c[c_spk != s], top_n, chunk_size, metric)
     return mean, std
 
 
@@ -203,67 +255,45 @@ def asnorm(
     return asnorm_from_stats(s, me[e_idx], se[e_idx], mt[t_idx], st[t_idx])
 
 
-def snorm(
-    scores: ArrayLike,
-    enroll_emb: ArrayLike,
-    test_emb: ArrayLike,
-    cohort: ArrayLike,
-    *,
-    enroll_index: ArrayLike | None = None,
-    test_index: ArrayLike | None = None,
-    chunk_size: int = 4096,
-) -> np.ndarray:
-    """Symmetric S-norm: :func:`asnorm` with statistics over the whole cohort."""
-    return asnorm(
-        scores,
-        enroll_emb,
-        test_emb,
-        cohort,
-        None,
-        enroll_index=enroll_index,
-        test_index=test_index,
-        chunk_size=chunk_size,
-    )
-
-
-def asnorm_trials(
+def trial_stats(
     emb: EmbeddingSet,
     enroll_ids: Sequence[str],
     test_ids: Sequence[str],
     cohort: ArrayLike,
     top_n: int | None = 100,
-    scores: ArrayLike | None = None,
-    chunk_size: int = 4096,
-) -> np.ndarray:
-    """AS-Norm of a trial list over one embedding set, each utterance's statistics once.
+    cohort_speakers: ArrayLike | None = None,
+    metric: Literal["cosine", "dot"] = "cosine",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cohort statistics of both sides of N trials, computed once per distinct utterance.
+
+    ``asnorm_from_stats(scores, *trial_stats(...))`` is AS-Norm (S-norm for ``top_n=None``);
+    the means are the imposter-mean quality measure.
 
     Args:
-        emb: embeddings of every utterance the trials name.
+        emb: embeddings of every utterance the trials name (``KeyError`` listing missing ids).
         enroll_ids, test_ids: N trial ids.
         cohort: (C, D) cohort.
         top_n: as in :func:`asnorm`.
-        scores: (N,) raw scores; cosine scores from :func:`score_trials` when None.
-        chunk_size: as in :func:`asnorm`.
+        cohort_speakers: (C,) speaker of each cohort row; an utterance's own speaker (from its
+            ``speaker/...`` id) is then left out of its cohort.
+        metric: as in :func:`cohort_stats`.
 
     Returns:
-        (N,) normalised scores.
+        ``(mean_enroll, std_enroll, mean_test, std_test)``, each (N,) float64.
     """
-    raw = (
-        score_trials(emb, enroll_ids, test_ids)
-        if scores is None
-        else np.asarray(scores, dtype=np.float64)
-    )
-    if raw.shape != (len(enroll_ids),):
-        raise ValueError(f"scores must be ({len(enroll_ids)},), got shape {raw.shape}")
+    if len(test_ids) != len(enroll_ids):
+        raise ValueError(f"{len(enroll_ids)} enroll ids but {len(test_ids)} test ids")
     used = list(dict.fromkeys([*enroll_ids, *test_ids]))
-    rows = emb.index(used)
-    pos = {u: i for i, u in enumerate(used)}
-    e_idx = np.fromiter((pos[u] for u in enroll_ids), np.int64, len(enroll_ids))
-    t_idx = np.fromiter((pos[u] for u in test_ids), np.int64, len(test_ids))
-    sub = emb.embeddings[rows]
-    return asnorm(
-        raw, sub, sub, cohort, top_n, enroll_index=e_idx, test_index=t_idx, chunk_size=chunk_size
+    sub = emb.embeddings[emb.index(used)]
+    spk = None if cohort_speakers is None else speakers_of_ids(used)
+    mean, std = cohort_stats(
+        sub, cohort, top_n, metric=metric, speakers=spk, cohort_speakers=cohort_speakers
     )
+    pos = {u: i for i, u in enumerate(used)}
+    e = np.fromiter((pos[u] for u in enroll_ids), np.int64, len(enroll_ids))
+    t = np.fromiter((pos[u] for u in test_ids), np.int64, len(test_ids))
+    logger.debug("cohort statistics of %d trials, %d distinct utterances", len(e), len(used))
+    return mean[e], std[e], mean[t], std[t]
 
 
 def make_cohort(
@@ -283,16 +313,12 @@ def make_cohort(
     Returns:
         (C, D) cohort, C = number of speakers or N.
     """
-    x = length_normalize(_float_matrix(emb, "emb"))
+    e = _float_matrix(emb, "emb")
     spk = np.asarray(speakers)
-    if spk.shape != (x.shape[0],):
-        raise ValueError(f"speakers must be ({x.shape[0]},), got shape {spk.shape}")
+    if spk.shape != (e.shape[0],):
+        raise ValueError(f"speakers must be ({e.shape[0]},), got shape {spk.shape}")
     if per == "utterance":
-        return x
+        return length_normalize(e)
     if per != "speaker":
         raise ValueError(f"per must be 'speaker' or 'utterance', got {per!r}")
-    _, inverse, counts = np.unique(spk, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    sums = np.add.reduceat(x[order], starts, axis=0)
-    return sums / counts[:, None].astype(x.dtype)
+    return speaker_means(e, spk)[1]

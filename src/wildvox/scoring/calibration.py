@@ -1,4 +1,4 @@
-"""Score calibration: prior-weighted logistic regression and duration-balanced calibration trials.
+"""Score calibration: the calibrator, its trial features, and the calibration record.
 
 :class:`LogisticCalibrator` maps per-trial features ``f = [score, quality measures ...]`` to a
 natural-log LLR ``w . f + b``. It minimises the prior-weighted cross-entropy of BOSARIS'
@@ -10,32 +10,55 @@ calibration (Thienpondt et al., VoxSRC-20)::
 
 solved with scipy's L-BFGS on standardised features, with the analytic gradient.
 
-:func:`build_calibration_trials` draws the IDLab calibration set: short-short, short-long and
-long-long trials (short = 2-6 s), each with as many targets as non-targets.
+Quality-aware features (:func:`trial_features`) are the score followed by the min and max over
+the two sides of each quality measure: log duration (clipped to the range the calibration was
+fitted on) and the imposter mean. The weights of the score and of the durations are constrained
+to be >= 0, so more speech never lowers the LLR of a given score.
+
+:class:`Calibration` is the one calibration record, written by ``wildvox calibrate`` (score
+files) and ``wildvox calibrate-model`` (into ``model.json``), read by the API: calibrator, the
+features it takes, the scores it was fitted on, and the fitting trials' LLR distributions from
+which every operating point (``eer``, ``min-dcf``, ``bayes``, ``far=X%``, ``frr=X%``) is placed.
+Drawing calibration trials and fitting from embeddings is in
+:mod:`wildvox.scoring.calibration_trials`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 from scipy.special import expit
 
-from wildvox.metrics.verification import check_trials
+from wildvox.metrics.verification import check_trials, compute_eer, compute_min_dcf
 from wildvox.scoring.plda import NotFittedError
+from wildvox.scoring.quality import duration_quality, symmetric_quality
 
 logger = logging.getLogger(__name__)
 
+Quality = Literal["duration", "imposter"]
+QUALITY_MEASURES: tuple[Quality, ...] = ("duration", "imposter")
+NAMED_POINTS = ("eer", "min-dcf", "far=1%", "far=0.1%", "bayes")
+#: IDLab's short utterance, in seconds: ``[2, 6)`` is short, ``>= 6`` long. Shorter inputs are
+#: drawn with the short class, and a decision on under ``SHORT_SECONDS[0]`` s of speech is
+#: flagged as less reliable.
+SHORT_SECONDS = (2.0, 6.0)
+CALIBRATION_KIND = "wildvox-calibration"
+
 __all__ = [
-    "TRIAL_KINDS",
-    "CalibrationTrials",
+    "NAMED_POINTS",
+    "QUALITY_MEASURES",
+    "SHORT_SECONDS",
+    "Calibration",
     "LogisticCalibrator",
-    "build_calibration_trials",
     "fit_weighted_logistic",
+    "trial_features",
 ]
 
 
@@ -60,6 +83,7 @@ def fit_weighted_logistic(
     p_target: float = 0.05,
     l2: float = 0.0,
     max_iter: int = 1000,
+    nonnegative: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, float]:
     """Minimise the prior-weighted logistic objective (module docstring).
 
@@ -69,6 +93,8 @@ def fit_weighted_logistic(
         p_target: effective target prior of the objective, in (0, 1).
         l2: ridge penalty ``0.5 * l2 * |w|^2`` on the standardised weights (0: none).
         max_iter: L-BFGS iterations.
+        nonnegative: (F,) flags: the weights of flagged features are constrained to be >= 0
+            (the LLR never decreases when they grow).
 
     Returns:
         ``(weights (F,), bias)`` with ``llr = features @ weights + bias``.
@@ -98,11 +124,16 @@ def fit_weighted_logistic(
         grad = np.append(z.T @ g + l2 * theta[:n_feat], g.sum())
         return loss, grad
 
+    if nonnegative is not None and len(nonnegative) != n_feat:
+        raise ValueError(f"nonnegative has {len(nonnegative)} flags for {n_feat} features")
+    flags = [False] * n_feat if nonnegative is None else list(nonnegative)
+    bounds = [(0.0, None) if nn else (None, None) for nn in flags] + [(None, None)]
     res = minimize(
         objective,
         np.zeros(n_feat + 1),
         jac=True,
         method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": max_iter, "gtol": 1e-10, "ftol": 1e-14},
     )
     if not res.success:
@@ -124,7 +155,13 @@ class LogisticCalibrator:
     [2, 2]
     """
 
-    def __init__(self, p_target: float = 0.05, l2: float = 0.0, max_iter: int = 1000) -> None:
+    def __init__(
+        self,
+        p_target: float = 0.05,
+        l2: float = 0.0,
+        max_iter: int = 1000,
+        nonnegative: Sequence[bool] | None = None,
+    ) -> None:
         if not 0.0 < p_target < 1.0:
             raise ValueError(f"p_target must be in (0, 1), got {p_target}")
         if l2 < 0.0:
@@ -132,13 +169,14 @@ class LogisticCalibrator:
         self.p_target = p_target
         self.l2 = l2
         self.max_iter = max_iter
+        self.nonnegative = None if nonnegative is None else [bool(v) for v in nonnegative]
         self.weights: np.ndarray | None = None
         self.bias: float | None = None
 
     def fit(self, features: ArrayLike, labels: ArrayLike) -> LogisticCalibrator:
         """Fit on (N, F) features (column 0 the score, then quality measures) or (N,) scores."""
         self.weights, self.bias = fit_weighted_logistic(
-            features, labels, self.p_target, self.l2, self.max_iter
+            features, labels, self.p_target, self.l2, self.max_iter, self.nonnegative
         )
         logger.info("calibration weights %s bias %.4f", self.weights.tolist(), self.bias)
         return self
@@ -148,9 +186,6 @@ class LogisticCalibrator:
         if self.weights is None or self.bias is None:
             raise NotFittedError("calibrator is not fitted; call fit() or from_dict()")
         return _features(features, self.weights.shape[0]) @ self.weights + self.bias
-
-    def fit_transform(self, features: ArrayLike, labels: ArrayLike) -> np.ndarray:
-        return self.fit(features, labels).transform(features)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe parameters: ``{"kind", "p_target", "l2", "weights", "bias"}``."""
@@ -182,158 +217,245 @@ class LogisticCalibrator:
         return cal
 
 
-# --------------------------------------------------------------------------- trials
-
-TRIAL_KINDS = ("short-short", "short-long", "long-long")
-_MAX_ROUNDS = 40
-_ENUMERATE_LIMIT = 2_000_000
+# --------------------------------------------------------------------------- features
 
 
-class CalibrationTrials(NamedTuple):
-    """Trials as utterance indices: ``enroll`` (M,), ``test`` (M,), ``labels`` (M,) 1/0 and
-    ``kind`` (M,) an index into :data:`TRIAL_KINDS`."""
+def trial_features(
+    scores: ArrayLike,
+    quality: Sequence[str] = ("duration",),
+    *,
+    dur_a: ArrayLike | None = None,
+    dur_b: ArrayLike | None = None,
+    imp_a: ArrayLike | None = None,
+    imp_b: ArrayLike | None = None,
+    duration_range: tuple[float, float] | None = None,
+) -> np.ndarray:
+    """Calibration features of N trials, (N, 1 + 2Q): the score, then per quality measure the
+    min and max over the two sides.
 
-    enroll: np.ndarray
-    test: np.ndarray
-    labels: np.ndarray
-    kind: np.ndarray
+    ``"duration"``: log seconds (of speech, or of the file), clipped to ``duration_range``;
+    ``"imposter"``: the mean of the side's top-N cohort scores.
 
-
-def _canon(a: np.ndarray, b: np.ndarray, same_class: bool) -> tuple[np.ndarray, np.ndarray]:
-    return (np.minimum(a, b), np.maximum(a, b)) if same_class else (a, b)
-
-
-def _all_pairs(
-    a_idx: np.ndarray, b_idx: np.ndarray, spk: np.ndarray, target: bool, same_class: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    a, b = (g.ravel() for g in np.meshgrid(a_idx, b_idx, indexing="ij"))
-    ok = (spk[a] == spk[b]) if target else (spk[a] != spk[b])
-    if same_class:
-        ok &= a < b
-    return a[ok], b[ok]
-
-
-def _sample_pairs(
-    a_idx: np.ndarray,
-    b_idx: np.ndarray,
-    spk: np.ndarray,
-    target: bool,
-    same_class: bool,
-    need: int,
-    rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``need`` distinct (a, b) pairs, a from ``a_idx``, b from ``b_idx``, a != b.
-
-    Small classes enumerate every valid pair and draw uniformly among them; large ones draw by
-    rejection (targets: a speaker uniformly, then one utterance per side), so that no speaker
-    with many utterances dominates the target trials.
+    >>> trial_features([0.5], dur_a=[1.0], dur_b=[100.0], duration_range=(1.0, 10.0)).round(3)
+    array([[0.5  , 0.   , 2.303]])
     """
-    if need <= 0 or a_idx.size == 0 or b_idx.size == 0:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
-    if a_idx.size * b_idx.size <= _ENUMERATE_LIMIT:
-        a, b = _all_pairs(a_idx, b_idx, spk, target, same_class)
-        pick = rng.permutation(a.size)[:need]
-        return a[pick], b[pick]
-    n = int(spk.size)
-    keys = np.empty(0, np.int64)
-    if target:  # speaker first, then an utterance on each side: speakers weigh equally
-        spk_a, spk_b = spk[a_idx], spk[b_idx]
-        both = np.intersect1d(spk_a, spk_b)
-        if same_class:  # a speaker needs two utterances of this class
-            ids, cnt = np.unique(spk_a, return_counts=True)
-            both = ids[cnt >= 2]
-        order_a, order_b = np.argsort(spk_a, kind="stable"), np.argsort(spk_b, kind="stable")
-        sa, sb = spk_a[order_a], spk_b[order_b]
-    for _ in range(_MAX_ROUNDS):
-        m = max(256, 2 * (need - keys.size))
-        if target:
-            if both.size == 0:
-                break
-            s = rng.choice(both, m)
-            lo_a, hi_a = np.searchsorted(sa, s, "left"), np.searchsorted(sa, s, "right")
-            lo_b, hi_b = np.searchsorted(sb, s, "left"), np.searchsorted(sb, s, "right")
-            a = a_idx[order_a[lo_a + (rng.random(m) * (hi_a - lo_a)).astype(np.int64)]]
-            b = b_idx[order_b[lo_b + (rng.random(m) * (hi_b - lo_b)).astype(np.int64)]]
-            ok = a != b
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores must be (N,), got shape {s.shape}")
+    cols = [s[:, None]]
+    for m in quality:
+        if m == "duration":
+            if dur_a is None or dur_b is None:
+                raise ValueError("the duration quality measure needs the durations of both sides")
+            lo, hi = duration_range if duration_range is not None else (None, None)
+            cols.append(duration_quality(dur_a, dur_b, lo, hi))
+        elif m == "imposter":
+            if imp_a is None or imp_b is None:
+                raise ValueError("the imposter quality measure needs cohort statistics")
+            cols.append(symmetric_quality(imp_a, imp_b))
         else:
-            a, b = rng.choice(a_idx, m), rng.choice(b_idx, m)
-            ok = spk[a] != spk[b]
-        a, b = _canon(a[ok], b[ok], same_class)
-        keys = np.unique(np.concatenate([keys, a * n + b]))
-        if keys.size >= need:
-            break
-    keys = rng.permutation(keys)[:need]
-    return keys // n, keys % n
+            raise ValueError(f"unknown quality measure {m!r}; valid: {list(QUALITY_MEASURES)}")
+    out = np.hstack(cols)
+    if out.shape[0] != s.shape[0]:
+        raise ValueError(f"{s.shape[0]} scores but {out.shape[0]} quality values")
+    return out
 
 
-def build_calibration_trials(
-    speakers: ArrayLike,
-    durations: ArrayLike,
-    rng: np.random.Generator,
-    n_per_class: int = 10000,
-    short: tuple[float, float] = (2.0, 6.0),
-) -> CalibrationTrials:
-    """Duration-stratified calibration trials (IDLab VoxSRC-20, section 1.3).
+def _quantile(q: np.ndarray, level: float) -> float:
+    """The value at ``level`` in [0, 1] of a distribution given by evenly spaced quantiles."""
+    return float(np.interp(level, np.linspace(0.0, 1.0, len(q)), q))
 
-    Utterances with ``short[0] <= duration < short[1]`` seconds are *short*, those with
-    ``duration >= short[1]`` *long*, shorter ones are not used. Each of short-short, short-long
-    and long-long gets up to ``n_per_class`` trials, half targets and half non-targets, no
-    repeated pair and no utterance against itself. A class with too few possible target or
-    non-target pairs gets fewer (balanced) trials, and an empty class none; both are logged.
 
-    Args:
-        speakers: (N,) speaker label of each utterance.
-        durations: (N,) utterance durations in seconds.
-        rng: random generator (seeded by the caller).
-        n_per_class: trials per duration class.
-        short: (lower, upper) bounds of a short utterance in seconds.
+def _rate(point: str, prefix: str) -> float | None:
+    if not (point.startswith(prefix) and point.endswith("%")):
+        return None
+    try:
+        rate = float(point[len(prefix) : -1]) / 100.0
+    except ValueError:
+        return None
+    return rate if 0.0 < rate < 1.0 else None
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass
+class Calibration:
+    """A fitted calibrator with what it needs to be applied and to place operating points.
+
+    ``quality`` names the measures after the score (:func:`trial_features`); ``score`` the
+    scores it was fitted on (``"cosine"``, ``"as-norm:<cohort digest>"``, or a score file's
+    description); ``duration_range`` the seconds that durations are clipped to (the range of
+    the fitting trials); the quantiles are those of the fitting trials' target and non-target
+    LLRs (1001 evenly spaced levels); ``cohort`` how the imposter measure's statistics were
+    computed (``{"top_n", "per"}``), when it is used.
     """
-    spk_raw = np.asarray(speakers)
-    dur = np.asarray(durations, dtype=np.float64)
-    if spk_raw.ndim != 1 or dur.shape != spk_raw.shape:
-        raise ValueError(
-            f"speakers and durations must be 1-D of one length, got {spk_raw.shape} and {dur.shape}"
+
+    calibrator: LogisticCalibrator
+    thresholds: dict[str, float]
+    target_quantiles: np.ndarray
+    nontarget_quantiles: np.ndarray
+    trials: int
+    score: str = "cosine"
+    quality: tuple[str, ...] = ("duration",)
+    duration_range: tuple[float, float] | None = None
+    cohort: dict[str, Any] = field(default_factory=dict)
+    fitted_on: str = ""
+
+    @classmethod
+    def fit(
+        cls,
+        features: ArrayLike,
+        labels: ArrayLike,
+        *,
+        quality: Sequence[str] = ("duration",),
+        score: str = "cosine",
+        duration_range: tuple[float, float] | None = None,
+        p_target: float = 0.05,
+        cohort: dict[str, Any] | None = None,
+        fitted_on: str = "",
+    ) -> Calibration:
+        """Fit on (N, 1 + 2Q) :func:`trial_features` and their labels; the score's and the
+        durations' weights are constrained to be >= 0. ``duration_range`` defaults to the
+        range of the durations in ``features``."""
+        f = np.asarray(features, dtype=np.float64)
+        if duration_range is None and "duration" in quality and f.ndim == 2:
+            j = 1 + 2 * list(quality).index("duration")  # log min / log max columns
+            duration_range = (float(np.exp(f[:, j].min())), float(np.exp(f[:, j + 1].max())))
+        nonneg = [True] + [m == "duration" for m in quality for _ in (0, 1)]
+        cal = LogisticCalibrator(p_target=p_target, nonnegative=nonneg).fit(features, labels)
+        llr = cal.transform(features)
+        y = np.asarray(labels).astype(bool)
+        grid = np.linspace(0.0, 1.0, 1001)
+        result = cls(
+            calibrator=cal,
+            thresholds={
+                "eer": compute_eer(llr, y)[1],
+                "min-dcf": compute_min_dcf(llr, y, p_target=0.01)[1],
+                "bayes": float(math.log(0.99 / 0.01)),  # Bayes decision at p_target = 0.01
+            },
+            target_quantiles=np.quantile(llr[y], grid),
+            nontarget_quantiles=np.quantile(llr[~y], grid),
+            trials=int(y.size),
+            score=score,
+            quality=tuple(quality),
+            duration_range=duration_range,
+            cohort=dict(cohort or {}),
+            fitted_on=fitted_on,
         )
-    if not np.isfinite(dur).all():
-        raise ValueError(f"durations contain {int((~np.isfinite(dur)).sum())} NaN/inf value(s)")
-    if not 0.0 <= short[0] < short[1]:
-        raise ValueError(f"short must be (lower, upper) seconds with lower < upper, got {short}")
-    if n_per_class < 2:
-        raise ValueError(f"n_per_class must be >= 2, got {n_per_class}")
-    _, spk = np.unique(spk_raw, return_inverse=True)
-    spk = spk.ravel().astype(np.int64)
-    groups = {
-        "short": np.flatnonzero((dur >= short[0]) & (dur < short[1])),
-        "long": np.flatnonzero(dur >= short[1]),
-    }
-    half = n_per_class // 2
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    for k, kind in enumerate(TRIAL_KINDS):
-        ga, gb = kind.split("-")
-        same = ga == gb
-        a_idx, b_idx = groups[ga], groups[gb]
-        tar = _sample_pairs(a_idx, b_idx, spk, True, same, half, rng)
-        non = _sample_pairs(a_idx, b_idx, spk, False, same, half, rng)
-        n = min(tar[0].size, non[0].size)
-        if n < half:
-            logger.warning(
-                "calibration trials %s: %d targets + %d non-targets (asked %d each)",
-                kind,
-                n,
-                n,
-                half,
+        for point in ("far=1%", "far=0.1%"):
+            result.thresholds[point] = result.threshold(point)
+        return result
+
+    def features(
+        self,
+        scores: ArrayLike,
+        dur_a: ArrayLike | None = None,
+        dur_b: ArrayLike | None = None,
+        *,
+        imp_a: ArrayLike | None = None,
+        imp_b: ArrayLike | None = None,
+    ) -> np.ndarray:
+        """:func:`trial_features` with this record's measures and duration range."""
+        return trial_features(
+            scores, self.quality, dur_a=dur_a, dur_b=dur_b, imp_a=imp_a, imp_b=imp_b,
+            duration_range=self.duration_range,
+        )  # fmt: skip
+
+    def llr(
+        self,
+        scores: ArrayLike,
+        dur_a: ArrayLike | None = None,
+        dur_b: ArrayLike | None = None,
+        *,
+        imp_a: ArrayLike | None = None,
+        imp_b: ArrayLike | None = None,
+    ) -> np.ndarray:
+        """Calibrated LLRs (N,) (natural log) of N trials."""
+        return self.calibrator.transform(
+            self.features(scores, dur_a, dur_b, imp_a=imp_a, imp_b=imp_b)
+        )
+
+    def threshold(self, point: str) -> float:
+        """LLR threshold of a named point (``eer``, ``min-dcf``, ``bayes``) or ``far=X%`` /
+        ``frr=X%`` with any X in (0, 100)."""
+        if point in self.thresholds:
+            return self.thresholds[point]
+        far, frr = _rate(point, "far="), _rate(point, "frr=")
+        if far is not None:
+            return _quantile(self.nontarget_quantiles, 1.0 - far)
+        if frr is not None:
+            return _quantile(self.target_quantiles, frr)
+        valid = ", ".join([*self.thresholds, "far=X%", "frr=X%"])
+        raise ValueError(f"unknown operating point {point!r}; valid: {valid}")
+
+    def identification_threshold(self, point: str, enrolled: int) -> float:
+        """LLR threshold for open-set identification against ``enrolled`` speakers.
+
+        The best of ``enrolled`` impostor scores passes a per-trial threshold far more often
+        than one does, so a ``far=X%`` point is read as the open-set rate (an impostor accepted
+        as anyone) and mapped to the per-trial rate ``1 - (1 - X) ** (1 / enrolled)`` (Sidak);
+        other points are used as they are.
+        """
+        if enrolled < 1:
+            raise ValueError(f"enrolled must be >= 1, got {enrolled}")
+        single = self.threshold(point)  # also validates the point
+        rate = _rate(point, "far=")
+        if rate is None:
+            return single
+        per_trial = 1.0 - (1.0 - rate) ** (1.0 / enrolled)
+        return _quantile(self.nontarget_quantiles, 1.0 - per_trial)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record (``kind: wildvox-calibration``)."""
+        return {
+            "kind": CALIBRATION_KIND,
+            "calibrator": self.calibrator.to_dict(),
+            "quality": list(self.quality),
+            "score": self.score,
+            "duration_range": None if self.duration_range is None else list(self.duration_range),
+            "cohort": self.cohort,
+            "thresholds": self.thresholds,
+            "target_quantiles": self.target_quantiles.tolist(),
+            "nontarget_quantiles": self.nontarget_quantiles.tolist(),
+            "trials": self.trials,
+            "fitted_on": self.fitted_on,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Calibration:
+        """Rebuild from :meth:`to_dict`; ``ValueError`` naming the problem otherwise."""
+        if not isinstance(d, dict) or d.get("kind") != CALIBRATION_KIND:
+            raise ValueError(f"not a calibration record (no 'kind: {CALIBRATION_KIND}')")
+        try:
+            quality = tuple(str(m) for m in d["quality"])
+            bad = [m for m in quality if m not in QUALITY_MEASURES]
+            if bad:
+                raise ValueError(f"unknown quality measure(s) {bad}")
+            rng = d["duration_range"]
+            duration_range = None if rng is None else (float(rng[0]), float(rng[1]))
+            if duration_range is not None and not 0 < duration_range[0] <= duration_range[1]:
+                raise ValueError(f"duration_range {duration_range} is not 0 < lo <= hi")
+            cal = LogisticCalibrator.from_dict(d["calibrator"])
+            if cal.weights is not None and cal.weights.size != 1 + 2 * len(quality):
+                raise ValueError(
+                    f"{cal.weights.size} weights for the score and {len(quality)} measure(s)"
+                )
+            record = cls(
+                calibrator=cal,
+                thresholds={str(k): float(v) for k, v in d["thresholds"].items()},
+                target_quantiles=np.asarray(d["target_quantiles"], dtype=np.float64),
+                nontarget_quantiles=np.asarray(d["nontarget_quantiles"], dtype=np.float64),
+                trials=int(d["trials"]),
+                score=str(d["score"]),
+                quality=quality,
+                duration_range=duration_range,
+                cohort=dict(d.get("cohort") or {}),
+                fitted_on=str(d.get("fitted_on", "")),
             )
-        parts.append(
-            (
-                np.concatenate([tar[0][:n], non[0][:n]]),
-                np.concatenate([tar[1][:n], non[1][:n]]),
-                np.repeat(np.array([1, 0], np.int8), n),
-                np.full(2 * n, k, np.int8),
-            )
-        )
-    enroll, test, labels, kind_arr = (np.concatenate(p) for p in zip(*parts, strict=True))
-    if labels.size == 0:
-        raise ValueError(
-            "no calibration trials: no duration class has both a target and a non-target pair"
-        )
-    return CalibrationTrials(enroll, test, labels, kind_arr)
+        except (KeyError, TypeError, AttributeError, IndexError) as exc:
+            raise ValueError(f"not a calibration record (missing or bad {exc})") from exc
+        for q in (record.target_quantiles, record.nontarget_quantiles):
+            if q.ndim != 1 or q.size < 2 or not np.isfinite(q).all() or (np.diff(q) < 0).any():
+                raise ValueError("calibration quantiles must be finite and non-decreasing")
+        return record

@@ -17,6 +17,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from wildvox.data.files import atomic_path
 from wildvox.scoring.asnorm import asnorm_from_stats, cohort_stats
 from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 
@@ -78,10 +79,11 @@ class ScoreCohort:
         return self.normalize(cosine_score_pairs(a, b).astype(np.float64), a, b)
 
     def save(self, model_dir: Path) -> Path:
+        """Write ``cohort.safetensors`` into a model folder (atomically, world-readable)."""
         path = Path(model_dir) / COHORT_FILE
         tensors = {"cohort": np.ascontiguousarray(self.embeddings, dtype=np.float32)}
-        save_file(tensors, str(path), metadata={"top_n": str(self.top_n)})
-        path.chmod(0o644)  # shipped inside the package: readable by every user
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"top_n": str(self.top_n)})
         return path
 
     @classmethod

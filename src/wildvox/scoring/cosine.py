@@ -17,7 +17,13 @@ from wildvox.scoring.embeddings import EmbeddingSet
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cosine_score_pairs", "enroll_mean", "length_normalize", "score_trials"]
+__all__ = [
+    "cosine_score_pairs",
+    "enroll_mean",
+    "length_normalize",
+    "score_trials",
+    "speaker_means",
+]
 
 _EPS = 1e-12
 _CHUNK = 65536  # trials per gather, bounds memory to ~2 * 65536 * D * 8 bytes
@@ -114,26 +120,73 @@ def score_trials(
     return scores
 
 
-def enroll_mean(embs: ArrayLike, durations: ArrayLike | None = None) -> np.ndarray:
-    """Speaker model from several enrollment utterances.
+def speaker_means(
+    embs: ArrayLike,
+    groups: ArrayLike,
+    weights: ArrayLike | None = None,
+    renormalize: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one speaker pooling: (weighted) mean of length-normalised embeddings per group.
+
+    Used for enrolment models (:func:`enroll_mean`), AS-Norm cohorts of speaker means and the
+    speaker store's pooled vectors.
+
+    Args:
+        embs: (N, D) embeddings.
+        groups: (N,) group label of each row (speaker name or id), in any order.
+        weights: optional (N,) non-negative weights (seconds of speech), not all zero per group.
+        renormalize: scale each mean back to unit length.
+
+    Returns:
+        ``(keys (S,), means (S, D))``: the sorted distinct labels and each one's mean, in the
+        embeddings' float dtype.
+
+    >>> keys, means = speaker_means(np.array([[2.0, 0], [0, 1], [0, 3]]), ["b", "a", "b"])
+    >>> keys.tolist(), means.tolist()
+    (['a', 'b'], [[0.0, 1.0], [0.5, 0.5]])
+    """
+    e = np.asarray(embs)
+    if e.ndim != 2 or e.shape[0] == 0:
+        raise ValueError(f"embeddings must be (N, D) with N >= 1, got shape {e.shape}")
+    g = np.asarray(groups)
+    if g.shape != (e.shape[0],):
+        raise ValueError(f"groups must be ({e.shape[0]},), got shape {g.shape}")
+    x = length_normalize(e)
+    keys, inverse = np.unique(g, return_inverse=True)
+    inverse = inverse.ravel()
+    if weights is None:
+        w = np.ones(e.shape[0], dtype=np.float64)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (e.shape[0],):
+            raise ValueError(f"weights (durations) must be ({e.shape[0]},), got shape {w.shape}")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("weights (durations) must be finite and >= 0")
+    total = np.bincount(inverse, weights=w, minlength=keys.size)
+    if (total <= 0).any():
+        raise ValueError(f"{int((total <= 0).sum())} group(s) have all-zero weights")
+    sums = np.zeros((keys.size, e.shape[1]), dtype=np.float64)
+    np.add.at(sums, inverse, w[:, None] * x)
+    means = sums / total[:, None]
+    if renormalize:
+        means = length_normalize(means)
+    return keys, means.astype(x.dtype, copy=False)
+
+
+def enroll_mean(
+    embs: ArrayLike, durations: ArrayLike | None = None, renormalize: bool = False
+) -> np.ndarray:
+    """Speaker model from several enrollment utterances: :func:`speaker_means` of one group.
 
     Args:
         embs: (K, D) embeddings of one speaker.
         durations: optional (K,) seconds used as weights.
+        renormalize: scale the mean back to unit length (cosine scoring does not need it).
 
     Returns:
-        (D,) the (weighted) mean of the length-normalised embeddings, not re-normalised
-        (cosine scoring normalises it anyway).
+        (D,) the (weighted) mean of the length-normalised embeddings.
     """
     e = np.asarray(embs)
     if e.ndim != 2 or e.shape[0] == 0:
         raise ValueError(f"embs must be (K, D) with K >= 1, got shape {e.shape}")
-    x = length_normalize(e)
-    if durations is None:
-        return x.mean(axis=0)
-    w = np.asarray(durations, dtype=np.float64)
-    if w.shape != (e.shape[0],):
-        raise ValueError(f"durations must be ({e.shape[0]},), got shape {w.shape}")
-    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("durations must be finite, >= 0 seconds, and not all zero")
-    return (w[:, None] * x).sum(axis=0) / w.sum()
+    return speaker_means(e, np.zeros(e.shape[0], dtype=np.int64), durations, renormalize)[1][0]

@@ -15,12 +15,17 @@ from __future__ import annotations
 import csv
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
 
 from wildvox.config import CorpusConfig
 from wildvox.data.manifest import Utterance
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CorpusError(ValueError):
@@ -69,6 +74,50 @@ def read_iden_split(path: Path) -> list[tuple[int, str]]:
 def speaker_of(rel_path: str) -> str:
     """The speaker id of a VoxCeleb relative path (its first component)."""
     return rel_path.split("/", 1)[0]
+
+
+def speakers_of_ids(ids: Sequence[str]) -> np.ndarray:
+    """Speaker label of each ``speaker/...`` utterance id, (N,) str; ``ValueError`` otherwise.
+
+    >>> speakers_of_ids(["id1/a/1.wav", "id2/b/2.wav"]).tolist()
+    ['id1', 'id2']
+    """
+    bad = [i for i in ids if "/" not in i]
+    if bad:
+        raise ValueError(f"{len(bad)} id(s) have no 'speaker/' prefix, e.g. {bad[:3]}")
+    return np.asarray([speaker_of(i) for i in ids])
+
+
+def cap_per_speaker(
+    items: Sequence[T], speakers: Sequence[str], limit: int, seed: int = 0
+) -> list[T]:
+    """At most ``limit`` items of each speaker, drawn at random with ``seed``, in input order.
+
+    The one per-speaker cap of wildvox (calibration sets, AS-Norm cohorts, back-end reports).
+
+    >>> cap_per_speaker(["a1", "a2", "a3", "b1"], ["a", "a", "a", "b"], 2)
+    ['a1', 'a3', 'b1']
+    """
+    if limit < 1:
+        raise ValueError(f"the per-speaker limit must be >= 1, got {limit}")
+    if len(items) != len(speakers):
+        raise ValueError(f"{len(items)} items but {len(speakers)} speaker labels")
+    rng = np.random.default_rng(seed)
+    by_spk: dict[str, list[int]] = {}
+    for i, s in enumerate(speakers):
+        by_spk.setdefault(s, []).append(i)
+    keep = sorted(j for idx in by_spk.values() for j in rng.permutation(idx)[:limit].tolist())
+    return [items[i] for i in keep]
+
+
+def select_training_ids(
+    root: Path, split_name: str = "iden_split.txt", per_speaker: int = 20, seed: int = 0
+) -> list[str]:
+    """Split-1 utterance ids of an identification list, at most ``per_speaker`` per speaker."""
+    if per_speaker < 2:
+        raise ValueError(f"per_speaker must be >= 2, got {per_speaker}")
+    utts = [u for u in load_iden_split(root, split_name) if u.split == 1]
+    return sorted(u.id for u in cap_per_speaker(utts, [u.speaker for u in utts], per_speaker, seed))
 
 
 def read_meta(path: Path) -> dict[str, dict[str, str]]:
