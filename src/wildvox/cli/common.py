@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 console = Console(stderr=True)
 DEFAULT_DATA = Path("../shared/corpora/wildmix")
@@ -36,9 +40,9 @@ def resolve_data(data: Path | None) -> Path:
     return data.resolve()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with status 2 (no traceback for user errors)."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(2)
 
 
@@ -55,3 +59,27 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     ) as prog:
         task = prog.add_task(description, total=total)
         yield lambda n: prog.advance(task, n)
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})  # controls, format/bidi, surrogates, breaks
+
+
+def printable(value: object) -> str:
+    """``str(value)`` with every control, format (zero-width, bidi override), surrogate and
+    line-break character written as its escape (``\\x1b``, ``\\u202e``), so that nothing a
+    user typed can drive or rearrange the terminal."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) in _INVISIBLE
+        else ch
+        for ch in str(value)
+    )  # fmt: skip
+
+
+def shown(value: object, style: str = "") -> Text:
+    """A user string (speaker name, path, note) for rich: :func:`printable`, and a ``Text``,
+    so that rich reads no markup (``[/bold]``) and no emoji code (``:smile:``) in it.
+
+    >>> shown("[white on white]mallory[/] \\x1b[2J").plain
+    '[white on white]mallory[/] \\\\x1b[2J'
+    """
+    return Text(printable(value), style=style)

@@ -48,6 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from wildvox.scoring.cosine import enroll_mean, speaker_means
+from wildvox.store import rows
 from wildvox.store.live_index import LiveIndex, SpeakerMatrix, merge_matrix, stale_speakers
 from wildvox.store.names import name_key, normalize_name
 from wildvox.store.opening import open_store
@@ -57,7 +58,6 @@ from wildvox.store.schema import (
     SpeakerConflict,
     SpeakerRecord,
     StoreError,
-    UnknownSpeaker,
     UtteranceSet,
     validate_utterances,
     write_transaction,
@@ -161,37 +161,6 @@ class SpeakerStore:
             row = self._conn_().execute("SELECT value FROM meta WHERE key = 'generation'")
             return int(row.fetchone()[0])
 
-    def _find(self, conn: sqlite3.Connection, name: str) -> tuple[int, str] | None:
-        """``(id, stored name)`` of the speaker ``name`` denotes (same key), or ``None``."""
-        sql = "SELECT id, name FROM speakers WHERE name_key = ? ORDER BY id"
-        rows = conn.execute(sql, (name_key(name),)).fetchall()
-        if len(rows) > 1:  # look-alikes stored before names were unique regardless of case
-            exact = [r for r in rows if r[1] == name]
-            if len(exact) != 1:
-                shown = ", ".join(repr(r[1]) for r in rows)
-                raise StoreError(
-                    self.path, f"{name!r} matches several speakers ({shown}); give the exact name"
-                )
-            rows = exact
-        return (int(rows[0][0]), str(rows[0][1])) if rows else None
-
-    def _speaker_id(self, conn: sqlite3.Connection, name: str) -> int:
-        found = self._find(conn, name) if isinstance(name, str) else None
-        if found is None:
-            raise UnknownSpeaker(self.path, name)
-        return found[0]
-
-    _RECORD_SQL = (
-        "SELECT s.name, COUNT(u.id), COALESCE(SUM(u.duration), 0), s.created, s.updated "
-        "FROM speakers s LEFT JOIN utterances u ON u.speaker_id = s.id {where} "
-        "GROUP BY s.id ORDER BY s.name"
-    )
-
-    def _record(self, conn: sqlite3.Connection, speaker_id: int) -> SpeakerRecord:
-        row = conn.execute(self._RECORD_SQL.format(where="WHERE s.id = ?"), (speaker_id,))
-        row = row.fetchone()
-        return SpeakerRecord(row[0], int(row[1]), float(row[2]), float(row[3]), float(row[4]))
-
     def _insert_utterance(
         self,
         conn: sqlite3.Connection,
@@ -206,24 +175,6 @@ class SpeakerStore:
             "VALUES (?, ?, ?, ?, ?, ?)",
             (speaker_id, source, duration, embedding.tobytes(), self.model_id, created),
         )
-
-    def _speaker_row(
-        self, conn: sqlite3.Connection, name: str, created: float, updated: float
-    ) -> int:
-        """Id of speaker ``name`` (a normal form), created when no look-alike exists;
-        ``updated`` is set either way."""
-        found = self._find(conn, name)
-        if found is None:
-            cur = conn.execute(
-                "INSERT INTO speakers (name, name_key, created, updated) VALUES (?, ?, ?, ?)",
-                (name, name_key(name), created, updated),
-            )
-            return int(cur.lastrowid or 0)
-        # strictly increasing, so a change is always visible to other connections' caches
-        conn.execute(
-            "UPDATE speakers SET updated = max(?, updated + 1e-6) WHERE id = ?", (updated, found[0])
-        )
-        return found[0]
 
     # ---------------------------------------------------------------- public API
     def enroll(
@@ -252,23 +203,22 @@ class SpeakerStore:
         emb, dur, srcs = validate_utterances(embeddings, durations, sources, self.embed_dim)
         now = time.time()
         with self._transaction() as conn:
-            sid = self._speaker_row(conn, name, now, now)
+            sid = rows.upsert_speaker(conn, self.path, name, now, now)
             for i in range(emb.shape[0]):
                 self._insert_utterance(conn, sid, srcs[i], float(dur[i]), emb[i], now)
-            record = self._record(conn, sid)
+            record = rows.record(conn, sid)
         logger.debug("enrolled %d utterances for %r in %s", emb.shape[0], name, self.path)
         return record
 
     def get(self, name: str) -> SpeakerRecord:
         """The record of speaker ``name`` (any look-alike); raises :class:`UnknownSpeaker`."""
         with self._snapshot() as conn:
-            return self._record(conn, self._speaker_id(conn, name))
+            return rows.record(conn, rows.speaker_id(conn, self.path, name))
 
     def list_speakers(self) -> list[SpeakerRecord]:
         """Every enrolled speaker, sorted by name."""
         with self._errors():
-            rows = self._conn_().execute(self._RECORD_SQL.format(where="")).fetchall()
-        return [SpeakerRecord(r[0], int(r[1]), float(r[2]), float(r[3]), float(r[4])) for r in rows]
+            return rows.all_records(self._conn_())
 
     def __len__(self) -> int:
         with self._errors():
@@ -281,29 +231,21 @@ class SpeakerStore:
             sql = "SELECT 1 FROM speakers WHERE name_key = ?"
             return self._conn_().execute(sql, (name_key(name),)).fetchone() is not None
 
-    def remove(self, name: str) -> None:
-        """Delete speaker ``name`` and its utterances; raises :class:`UnknownSpeaker`."""
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM speakers WHERE id = ?", (self._speaker_id(conn, name),))
+    def remove(self, name: str) -> SpeakerRecord:
+        """Delete speaker ``name`` and its utterances; returns its record as it was.
 
-    def _utterance_set(self, conn: sqlite3.Connection, speaker_id: int) -> UtteranceSet:
-        rows = conn.execute(
-            "SELECT source, duration, embedding, created FROM utterances "
-            "WHERE speaker_id = ? ORDER BY id",
-            (speaker_id,),
-        ).fetchall()
-        emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
-        return UtteranceSet(
-            sources=[r[0] for r in rows],
-            durations=np.array([r[1] for r in rows], dtype=np.float64),
-            embeddings=emb.reshape(len(rows), self.embed_dim).astype(np.float32),
-            created=np.array([r[3] for r in rows], dtype=np.float64),
-        )
+        Raises :class:`UnknownSpeaker`.
+        """
+        with self._transaction() as conn:
+            sid = rows.speaker_id(conn, self.path, name)
+            record = rows.record(conn, sid)
+            conn.execute("DELETE FROM speakers WHERE id = ?", (sid,))
+        return record
 
     def utterances(self, name: str) -> UtteranceSet:
         """The stored utterances of speaker ``name`` in enrolment order."""
         with self._snapshot() as conn:
-            return self._utterance_set(conn, self._speaker_id(conn, name))
+            return rows.utterance_set(conn, rows.speaker_id(conn, self.path, name), self.embed_dim)
 
     def speaker_embedding(self, name: str) -> FloatArray:
         """Unit-norm ``(D,)`` embedding of speaker ``name`` (duration-weighted, see module doc)."""
@@ -333,21 +275,21 @@ class SpeakerStore:
             stale = stale_speakers(old, sids, stamps)
             sql = "SELECT speaker_id, duration, embedding FROM utterances"
             if stale.size > sids.size // 2:
-                rows = conn.execute(sql + " ORDER BY speaker_id, id").fetchall()
+                found = conn.execute(sql + " ORDER BY speaker_id, id").fetchall()
             else:
-                rows = []
+                found = []
                 for start in range(0, stale.size, 500):  # bound the number of SQL parameters
                     part = stale[start : start + 500].tolist()
                     marks = ",".join("?" * len(part))
-                    rows += conn.execute(
+                    found += conn.execute(
                         f"{sql} WHERE speaker_id IN ({marks}) ORDER BY speaker_id, id", part
                     ).fetchall()
-        uid = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        dur = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
-        emb = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4")
-        if rows:
+        uid = np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
+        dur = np.fromiter((r[1] for r in found), dtype=np.float64, count=len(found))
+        emb = np.frombuffer(b"".join(r[2] for r in found), dtype="<f4")
+        if found:
             pooled_ids, pooled = speaker_means(
-                emb.reshape(len(rows), self.embed_dim), uid, dur, renormalize=True
+                emb.reshape(len(found), self.embed_dim), uid, dur, renormalize=True
             )
         else:
             pooled_ids, pooled = uid, np.zeros((0, self.embed_dim), dtype=np.float32)
@@ -390,10 +332,12 @@ class SpeakerStore:
         The export reads one consistent snapshot. Returns the number of speakers written.
         """
         with self._snapshot() as conn:
-            rows = conn.execute("SELECT id, name, created, updated FROM speakers ORDER BY name")
+            listing = conn.execute("SELECT id, name, created, updated FROM speakers ORDER BY name")
             speakers = (
-                ExportedSpeaker(name, created, updated, self._utterance_set(conn, sid))
-                for sid, name, created, updated in rows.fetchall()
+                ExportedSpeaker(
+                    name, created, updated, rows.utterance_set(conn, sid, self.embed_dim)
+                )
+                for sid, name, created, updated in listing.fetchall()
             )
             return write_export(path, self.model_id, self.embed_dim, speakers)
 
@@ -418,7 +362,7 @@ class SpeakerStore:
         added = merged = replaced = n_utts = 0
         now = time.time()
         with self._transaction() as conn:
-            found = {sp.name: self._find(conn, sp.name) for sp in speakers}
+            found = {sp.name: rows.find_speaker(conn, self.path, sp.name) for sp in speakers}
             present = sorted(hit[1] for hit in found.values() if hit is not None)
             if present and on_conflict == "error":
                 shown = ", ".join(map(repr, present[:5]))
@@ -430,15 +374,15 @@ class SpeakerStore:
                 keep = np.ones(len(utts.sources), dtype=bool)
                 hit = found[sp.name]
                 if hit is None:
-                    sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
+                    sid = rows.upsert_speaker(conn, self.path, sp.name, sp.created, sp.updated)
                     added += 1
                 elif on_conflict == "replace":
                     conn.execute("DELETE FROM speakers WHERE id = ?", (hit[0],))
-                    sid = self._speaker_row(conn, sp.name, sp.created, sp.updated)
+                    sid = rows.upsert_speaker(conn, self.path, sp.name, sp.created, sp.updated)
                     replaced += 1
                 else:
-                    sid = self._speaker_row(conn, sp.name, 0.0, now)
-                    have = set(_keys(self._utterance_set(conn, sid)))
+                    sid = rows.upsert_speaker(conn, self.path, sp.name, 0.0, now)
+                    have = set(_keys(rows.utterance_set(conn, sid, self.embed_dim)))
                     keep = np.array([key not in have for key in _keys(utts)])
                     merged += 1
                 for i in np.flatnonzero(keep):
