@@ -390,3 +390,30 @@ def test_augment_command_writes_a_corpus_with_the_original_speakers(
                                    "--set", "augment.speed=0", "--set", "augment.babble=0",
                                    "--set", "augment.reverb=0"])  # fmt: skip
     assert bad.exit_code == 2 and "weight 0" in bad.output
+
+
+# --- `wildvox train` refuses a bad recipe at load, before any training (#12.6, #12.8) -------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "train.epochs=-1"], "'train.epochs' must be >= 1, got -1"),
+        (["--set", "train.batch_size=0"], "'train.batch_size' must be >= 1, got 0"),
+        (["--set", "model.backbone=nope"], "unknown backbone 'nope'; valid names: ecapa_tdnn"),
+        (["-c", "{tmp}/some.wav"], "some.wav: not a YAML recipe (the file is not UTF-8 text)"),
+        (["-c", "{tmp}/empty.yaml"], "empty.yaml: the recipe is empty"),
+    ],
+    ids=["negative_epochs", "zero_batch", "unknown_backbone", "wav_as_recipe", "empty_recipe"],
+)
+def test_train_command_refuses_bad_recipes_at_load(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "some.wav").write_bytes(b"RIFF\x24\x08\x00\x00WAVEfmt \x10\x00\x00\x00\xff\xfe")
+    (tmp_path / "empty.yaml").write_text("")
+    args = [a.format(tmp=tmp_path) for a in args]
+    result = CliRunner().invoke(
+        app, ["train", *args, "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "model written" not in result.output
+    assert message in " ".join(result.output.split())  # rich wraps at the console width
+    assert not (tmp_path / "run").exists()

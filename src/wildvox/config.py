@@ -467,6 +467,14 @@ def _parse_yaml(text: str) -> Any:
         raise ConfigError("YAML nested too deeply") from None
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's error on one line: where and what."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return " ".join(str(exc).split())
+
+
 def _apply_override(data: dict[str, Any], override: str) -> None:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like section.key=value")
@@ -479,7 +487,9 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
             raise ConfigError(f"override {override!r}: {part!r} is not a section")
     try:
         node[parts[-1]] = _parse_yaml(raw) if raw.strip() else ""
-    except (yaml.YAMLError, ConfigError) as exc:
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {override!r}: not valid YAML ({_yaml_problem(exc)})") from None
+    except ConfigError as exc:
         raise ConfigError(f"override {override!r}: {exc}") from None
 
 
@@ -493,7 +503,7 @@ def _read_recipe(path: str | Path) -> dict[str, Any]:
     try:
         loaded = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
     except ConfigError as exc:  # aliases, nesting
         raise ConfigError(f"{path}: {exc}") from None
     if loaded is None:
