@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt $(TORCH)
 	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check  # the lock satisfies pyproject.toml's dependencies
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,11 +15,23 @@ registers itself with a decorator and is later built by name from a recipe::
     Traceback (most recent call last):
     ...
     KeyError: "unknown toy 'ball'; valid names: box"
+
+Optional dependencies (declared as extras in ``pyproject.toml``) are imported with
+:func:`optional_import`, which turns a missing package into an install hint::
+
+    >>> optional_import("json", "train").__name__
+    'json'
+    >>> optional_import("no_such_module_xyz", "export")
+    Traceback (most recent call last):
+    ...
+    ImportError: no_such_module_xyz is not installed: pip install 'wildvox[export]'
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -66,6 +78,28 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def optional_import(module: str, extra: str, purpose: str = "") -> ModuleType:
+    """Import ``module`` from an optional dependency, or say which extra installs it.
+
+    Args:
+        module: the dotted module name, written literally at the call site.
+        extra: the ``wildvox[...]`` extra of ``pyproject.toml`` that provides it.
+        purpose: what needs it, for the message (``"export-onnx"``); default: the module name.
+
+    Raises:
+        ImportError: ``module`` (or a package it needs) is missing; the message gives the
+            ``pip install 'wildvox[extra]'`` command and the original error is chained.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name or module
+        what = f"{purpose} needs {missing}, which" if purpose else missing
+        raise ImportError(
+            f"{what} is not installed: pip install 'wildvox[{extra}]'", name=missing
+        ) from exc
 
 
 BACKBONES: Registry[Any] = Registry("backbone")

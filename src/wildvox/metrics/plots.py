@@ -16,6 +16,7 @@ from numpy.typing import ArrayLike
 from scipy.stats import norm
 
 from wildvox.metrics.verification import compute_eer, det_curve
+from wildvox.registry import optional_import
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +47,7 @@ def det_points(
 
 
 def _matplotlib() -> Any:
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise ImportError("plots need matplotlib: pip install 'matplotlib==3.11.*'") from exc
-    return Figure
+    return optional_import("matplotlib.figure", "plots", "plotting").Figure
 
 
 def _tick_labels(ticks: Sequence[float]) -> list[str]:
