@@ -21,7 +21,7 @@ from wildvox.api import SpeakerModel, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.common import console, fail, printable, shown
 from wildvox.inference.model_io import ModelFileError
-from wildvox.store import StoreError, check_top_k
+from wildvox.store import MAX_NAME_LENGTH, StoreError, check_top_k
 
 MODEL_OPT = typer.Option(None, "--model", help="Exported model folder (default: shipped model).")
 STORE_OPT = typer.Option(None, "--store", help="Speaker store file (default: $WILDVOX_STORE).")
@@ -33,7 +33,7 @@ JSON_OPT = typer.Option(False, "--json", help="Print JSON for scripts.")
 NAMES_HELP = (
     "Names are stored trimmed and NFC-normalised, without zero-width characters, and keep "
     "their case, but are unique regardless of case: 'Alice' finds and adds to 'alice'. "
-    "Control characters, empty names and names over 200 characters are refused."
+    f"Control characters, empty names and names over {MAX_NAME_LENGTH} characters are refused."
 )
 speakers_app = typer.Typer(
     help=f"List, show, remove, export and import enrolled speakers. {NAMES_HELP}"
