@@ -18,9 +18,9 @@ from wildvox.api import SpeakerModel, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.main import app
 from wildvox.data.corpora.voxceleb import load_corpus
-from wildvox.scoring.calibration_trials import fit_model_calibration
 from wildvox.inference.extract import extract_embeddings
 from wildvox.inference.model_io import ModelFileError, load_exported, update_model_extra
+from wildvox.scoring.calibration_trials import fit_model_calibration
 from wildvox.store.schema import StoreModelMismatch
 from wildvox.training.checkpoint import CheckpointError, load_checkpoint
 from wildvox.training.trainer import Trainer
@@ -76,7 +76,7 @@ def test_verify_is_calibrated_and_flags_short_input(model: SpeakerModel, wildmix
         model.verify(a, b, "far=lots")
 
 
-def test_enroll_identify_and_unknown(model: SpeakerModel, wildmix: Path) -> None:
+def test_enroll_and_identify(model: SpeakerModel, wildmix: Path) -> None:
     alice = _files(wildmix, "gcast-xandru-osuna", 4)
     bob = _files(wildmix, "ls1998", 4)
     assert model.enroll("alice", alice[:3]) == 3
@@ -85,8 +85,35 @@ def test_enroll_identify_and_unknown(model: SpeakerModel, wildmix: Path) -> None
     r = model.identify(alice[0], top_k=2)
     assert r.candidates[0].name == "alice"
     assert len(r.candidates) == 2
-    assert r.speaker in ("alice", None)
     assert r.speaker == ("alice" if r.candidates[0].llr >= r.threshold else None)
+
+
+# veri_test speakers, none of them seen in the shipped model's training or calibration
+ENROLLED = ["gcast-xandru-osuna", "ls1998", "gcen-julia-wycherley", "ls2033"]
+NEVER_ENROLLED = ["ls3005", "gcth-susan-rich", "gcso-m-i-mursal"]
+
+
+def test_shipped_model_rejects_speakers_never_enrolled(wildmix: Path, tmp_path: Path) -> None:
+    """Open set with the shipped model: 4 speakers enrolled from 3 utterances each; at
+    ``far=1%`` (corrected for 4 enrolled speakers) their other utterances are named and
+    utterances of 3 speakers never enrolled come out unknown.
+
+    Measured with the shipped calibration of commit 465dd2c: known LLRs 4.43-6.80, unknown
+    2.20 at most, threshold 2.98; at ``eer`` (-0.15) 3 of the 6 unknown queries are accepted
+    as someone, so the operating point is what rejects them. ``far=1%`` bounds a rate, it does
+    not promise zero: ls533, close to the enrolled ls1998, has its first utterance accepted as
+    ls1998 (LLR 3.08), which is why it is not in this list."""
+    model = load_model(store=tmp_path / "open_set.sqlite")
+    for name in ENROLLED:
+        model.enroll(name, _files(wildmix, name, 3))
+    for name in ENROLLED:
+        for query in _files(wildmix, name, 5)[3:]:
+            assert model.identify(query, operating_point="far=1%").speaker == name, query
+    for name in NEVER_ENROLLED:
+        for query in _files(wildmix, name, 2):
+            r = model.identify(query, operating_point="far=1%")
+            assert r.speaker is None, (query, r.candidates[0])
+            assert r.candidates[0].name in ENROLLED  # a nearest speaker exists, below threshold
 
 
 def test_bad_inputs_are_clear_and_store_is_untouched(
