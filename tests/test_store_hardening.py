@@ -59,6 +59,15 @@ def test_emptied_meta_table_is_refused_not_restamped(tmp_path: Path, with_speake
     assert path.read_bytes() == before
 
 
+def test_dangling_symlink_is_refused_quickly(tmp_path: Path) -> None:
+    link = tmp_path / "spk.db"
+    link.symlink_to(tmp_path / "gone" / "spk.db")
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="symbolic link to a missing file"):
+        SpeakerStore(link, MODEL, DIM)
+    assert time.monotonic() - start < 5 and link.is_symlink() and not (tmp_path / "gone").exists()
+
+
 def test_new_store_is_made_whole_without_leftovers(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "spk.db"
     with SpeakerStore(path, MODEL, DIM):

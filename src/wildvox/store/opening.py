@@ -40,8 +40,8 @@ def check_store_file(path: Path) -> bool:
     """Whether ``path`` exists; refuse, without touching it, one that cannot be a store.
 
     Raises:
-        StoreError: a folder, a parent that is not a folder, a 0-byte file, or a file that is
-            not an SQLite database.
+        StoreError: a folder, a parent that is not a folder, a dangling symbolic link, a 0-byte
+            file, or a file that is not an SQLite database.
     """
     if path.is_dir():
         raise StoreError(path, "is a directory, not a speaker-store file")
@@ -51,6 +51,8 @@ def check_store_file(path: Path) -> bool:
                 raise StoreError(path, f"cannot create the store: {parent} is a file, not a folder")
             break
     if not path.exists():
+        if path.is_symlink():
+            raise StoreError(path, "is a symbolic link to a missing file; left untouched")
         return False
     try:
         with path.open("rb") as fh:
