@@ -145,7 +145,13 @@ class SpeakerModel:
         """CPU threads for embedding (torch, and the ONNX Runtime session when there is one)."""
         torch.set_num_threads(threads)
         if self.onnx is not None and self.onnx.threads != threads:
-            self.onnx = OnnxEmbedder(self.onnx.path, threads)
+            runner = OnnxEmbedder(self.onnx.path, threads)
+            if runner.sha256 != self.onnx.sha256:  # the file changed since load_model
+                logger.warning("%s changed since it was loaded: embedding with torch",
+                               self.onnx.path)  # fmt: skip
+                self.onnx = None
+            else:
+                self.onnx = runner
 
     # ------------------------------------------------------------------ audio + embeddings
     def _rate(self, sample_rate: int | None) -> int:

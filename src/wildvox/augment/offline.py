@@ -32,6 +32,7 @@ from wildvox.augment.reverb import load_or_create_rir_bank
 from wildvox.augment.speed import SpeedPerturb, speed_perturb, speed_speaker_id
 from wildvox.config import AUGMENT_KINDS as KINDS
 from wildvox.config import AugmentConfig
+from wildvox.data.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -196,5 +197,5 @@ def materialize(
         with multiprocessing.get_context().Pool(num_workers) as workers:
             results = [r for part in workers.map(_run_shard, shards) for r in part]
     lines = "".join(f"{speaker} {rel}\n" for speaker, rel in results)
-    (out / LIST_NAME).write_text(lines, encoding="utf-8")
+    atomic_write(out / LIST_NAME, lines)
     return [(speaker, str((out / rel).resolve())) for speaker, rel in results]

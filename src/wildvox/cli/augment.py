@@ -20,6 +20,7 @@ from wildvox.augment.offline import materialize
 from wildvox.cli.common import console, fail, resolve_data, setup_logging
 from wildvox.config import ConfigError, load_config
 from wildvox.data.corpora.voxceleb import CorpusError, load_corpus
+from wildvox.data.files import atomic_write
 
 LIST_NAME = "train_list.txt"
 
@@ -73,7 +74,7 @@ def augment(
             fail(f"{name}: {exc}")
         wav_root = (target / "wav").resolve()
         lines = [f"{spk} {Path(path).relative_to(wav_root).as_posix()}\n" for spk, path in written]
-        (target / LIST_NAME).write_text("".join(lines), encoding="utf-8")
+        atomic_write(target / LIST_NAME, "".join(lines))
         console.print(
             f"{name}: {len(written)} augmented copies of {len(items)} utterances -> {target}\n"
             f"  add to dataset.train: {{root: {target.resolve()}, list: {LIST_NAME}, name: {name}}}"

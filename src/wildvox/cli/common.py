@@ -42,7 +42,7 @@ def resolve_data(data: Path | None) -> Path:
 
 def fail(message: str) -> NoReturn:
     """Print a one-line error and exit with status 2 (no traceback for user errors)."""
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

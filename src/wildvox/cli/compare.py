@@ -30,6 +30,7 @@ import typer
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
 from wildvox.config import Config
 from wildvox.data.corpora.voxceleb import CorpusError, load_corpus
+from wildvox.data.files import atomic_write
 from wildvox.data.trials import TrialError, read_trials
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
 from wildvox.reports.evaluation import evaluate_identification, evaluate_verification
@@ -116,7 +117,7 @@ def evaluate_run(
             model, root, model.config.eval.iden_split, num_workers=num_workers
         )
     result = {"key": key, "verification": ver.metrics, "identification": iden}
-    write_text_atomic(cache_path, json.dumps(result, indent=1))
+    atomic_write(cache_path, json.dumps(result, indent=1))
     return RunEvaluation(ver.metrics, iden, cached=False)
 
 
@@ -182,14 +183,6 @@ def render_comparison(title: str, rows: list[dict[str, str]], setup: dict[str, A
     return render_sections(title, {"Results": rows, "Setup": setup})
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file (a killed run leaves no half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def kept_notes(path: Path) -> str:
     """The part of an existing report from the ``<!-- notes -->`` line on ("" if none)."""
     if not path.is_file():
@@ -244,7 +237,7 @@ def compare(
     }
     notes = kept_notes(output)
     text = render_comparison(title, rows, setup)
-    write_text_atomic(output, text + ("\n" + notes if notes else ""))
+    atomic_write(output, text + ("\n" + notes if notes else ""))
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps({"setup": setup, "runs": figures}, indent=2))
+        atomic_write(json_out, json.dumps({"setup": setup, "runs": figures}, indent=2))
     console.print(f"report written to {output}")

@@ -15,9 +15,9 @@ import typer
 from wildvox.api import PRETRAINED, load_model
 from wildvox.audio.io import AudioError, audio_info
 from wildvox.cli.common import console, fail, progress_bar, resolve_data, setup_logging
-from wildvox.cli.train import run_training, training_data
+from wildvox.cli.train import run_training
 from wildvox.config import ConfigError, load_config
-from wildvox.data.corpora.voxceleb import audio_root, load_iden_split
+from wildvox.data.corpora.voxceleb import audio_root, load_iden_split, read_meta, training_data
 from wildvox.data.manifest import Utterance
 from wildvox.data.trials import read_trials
 from wildvox.inference.model_io import WEIGHTS, ModelFileError, load_exported
@@ -33,29 +33,45 @@ from wildvox.reports.showcase import run_showcase
 DEFAULT_RECIPE = Path("recipes/default.yaml")
 
 
-def _stats(paths: Sequence[Path], speakers: set[str]) -> dict[str, Any]:
+def _stats(
+    paths: Sequence[Path], speakers: set[str], meta: dict[str, dict[str, str]]
+) -> dict[str, Any]:
     seconds = 0.0
     for p in paths:
         try:
             seconds += audio_info(p).duration
         except AudioError:
             continue
-    return {"speakers": len(speakers), "utterances": len(paths), "hours": seconds / 3600}
+    out: dict[str, Any] = {"speakers": len(speakers), "utterances": len(paths),
+                           "hours": seconds / 3600}  # fmt: skip
+    genders = [
+        meta[s].get("gender", meta[s].get("Gender", "")).strip().lower()[:1]
+        for s in (sp.rsplit("/", 1)[-1] for sp in speakers)
+        if s in meta
+    ]
+    if genders:
+        out["female share"] = genders.count("f") / len(genders)
+    return out
 
 
 def data_statistics(train: list[Utterance], root: Path, trials_name: str) -> dict[str, Any]:
+    """Speakers, utterances, hours and (from the corpus' ``meta.csv``) the female share of
+    speakers of each part of the corpus."""
     iden = load_iden_split(root)
     test = [u for u in iden if u.split == 3]
     val = [u for u in iden if u.split == 2]
     trials = read_trials(root / trials_name)
     ids = trials.utterances()
     wav = audio_root(root)
+    meta = read_meta(root / "meta.csv") if (root / "meta.csv").is_file() else {}
     return {
-        "train": _stats([u.path for u in train], {u.speaker for u in train}),
-        "validation (iden split 2)": _stats([u.path for u in val], {u.speaker for u in val}),
-        "identification test (split 3)": _stats([u.path for u in test], {u.speaker for u in test}),
+        "train": _stats([u.path for u in train], {u.speaker for u in train}, meta),
+        "validation (iden split 2)": _stats([u.path for u in val], {u.speaker for u in val}, meta),
+        "identification test (split 3)": _stats(
+            [u.path for u in test], {u.speaker for u in test}, meta
+        ),
         f"verification ({trials_name}, {len(trials)} trials)": _stats(
-            [wav / i for i in ids], {i.split("/", 1)[0] for i in ids}
+            [wav / i for i in ids], {i.split("/", 1)[0] for i in ids}, meta
         ),
     }
 

@@ -10,23 +10,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from wildvox.cli.common import console, fail, resolve_data, setup_logging
 from wildvox.config import Config, ConfigError, load_config
-from wildvox.data.corpora.voxceleb import CorpusError, load_corpus, load_iden_split
-from wildvox.data.manifest import Utterance
+from wildvox.data.corpora.voxceleb import CorpusError, training_data
 from wildvox.training import distributed
 from wildvox.training.trainer import EpochStats, StepInfo, Trainer, TrainResult
-
-
-def training_data(cfg: Config) -> tuple[list[Utterance], list[Utterance]]:
-    """Training utterances of every configured corpus, and the evaluation corpus' validation part
-    (split 2 of its ``iden_split``), when that file exists."""
-    train: list[Utterance] = []
-    for corpus in cfg.dataset.train:
-        train += load_corpus(corpus)
-    val: list[Utterance] = []
-    root = Path(cfg.data)
-    if cfg.data and (root / cfg.eval.iden_split).is_file():
-        val = [u for u in load_iden_split(root, cfg.eval.iden_split) if u.split == 2]
-    return train, val
 
 
 def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> TrainResult:
@@ -36,7 +22,6 @@ def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> Tra
         train, val = training_data(cfg)
     except CorpusError as exc:
         fail(str(exc))
-        raise
     if not show:
         return Trainer(cfg, out, train, val).fit(resume=resume)
     with Progress(
@@ -78,7 +63,6 @@ def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> Tra
             trainer = Trainer(cfg, out, train, val, on_step=on_step, on_epoch=on_epoch)
         except ValueError as exc:  # also CheckpointError, ModelFileError: a bad init_from
             fail(str(exc))
-            raise
         console.print(
             f"training on {len(train)} utterances of {len(trainer.speakers)} speakers"
             f" ({len(trainer.val_utts)} for validation) -> {out}"
@@ -104,7 +88,6 @@ def train(
         cfg = load_config(config, set_, data_root=str(resolve_data(data)))
     except ConfigError as exc:
         fail(str(exc))
-        raise
     ctx = distributed.init_from_env(cfg.train.device)
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)

@@ -40,7 +40,6 @@ __all__ = [
     "compute_min_dcf",
     "det_curve",
     "operating_points",
-    "pav_llrs",
     "sort_trials",
     "verification_report",
 ]
@@ -319,19 +318,6 @@ def _pav(ratio: np.ndarray, weight: np.ndarray) -> np.ndarray:
         weights.append(wt)
         sizes.append(n)
     return np.repeat(np.asarray(means), np.asarray(sizes, dtype=np.int64))
-
-
-def pav_llrs(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Optimal monotone score-to-LLR map on this trial set (PAV, tied scores pooled).
-
-    Returns:
-        ``(uniq (U,), llr (U,))``: each distinct score ascending and its LLR, i.e. the
-        log-odds of the isotonic target posterior minus the log-odds of the empirical prior.
-        The LLR is ``-inf``/``+inf`` in blocks holding only non-targets/targets.
-    """
-    s, y = check_trials(scores, labels)
-    uniq, n_tar, n_non = _grouped_counts(s, y)
-    return uniq, _pav_llr(n_tar, n_non)
 
 
 def _pav_llr(n_tar: np.ndarray, n_non: np.ndarray) -> np.ndarray:

@@ -15,8 +15,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from wildvox.data.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -132,15 +132,12 @@ def save_embeddings(
     arrays: dict[str, np.ndarray] = {"ids": np.asarray(id_list, dtype=np.str_), "embeddings": emb}
     if dur is not None:
         arrays["durations"] = dur
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if path.is_dir():
+        raise EmbeddingFileError(f"{path}: is a folder; give a file name such as emb.npz")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise EmbeddingFileError(f"{path}: its parent {path.parent} is a file, not a folder")
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)  # type: ignore[arg-type]
     logger.info("wrote %d embeddings (%d-d) to %s", emb.shape[0], emb.shape[1], path)
 
 

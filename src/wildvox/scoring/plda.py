@@ -15,12 +15,12 @@ scaled to norm ``sqrt(dim)``.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from wildvox.data.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -229,23 +229,16 @@ class PLDA:
         """Write the model to an ``.npz`` file atomically."""
         mean, proj, mu, transform, psi = self._require()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=mean,
-                    proj=proj,
-                    mu=mu,
-                    transform=transform,
-                    psi=psi,
-                    length_norm=np.array(self.length_norm),
-                )
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(
+                fh,
+                mean=mean,
+                proj=proj,
+                mu=mu,
+                transform=transform,
+                psi=psi,
+                length_norm=np.array(self.length_norm),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> PLDA:

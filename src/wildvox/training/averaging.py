@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from wildvox.config import from_dict
+from wildvox.data.files import atomic_path
 from wildvox.inference.model_io import export_model, load_exported
 from wildvox.models.speaker_net import build_speaker_net
 from wildvox.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -74,9 +75,8 @@ def save_epoch_checkpoint(
     path = epoch_checkpoint_path(last_path.parent, epoch)
     save_checkpoint(path, dict(state))
     prune_epoch_checkpoints(last_path.parent, keep)
-    tmp = last_path.with_name(last_path.name + ".tmp")
-    shutil.copyfile(path, tmp)
-    tmp.replace(last_path)
+    with atomic_path(last_path) as tmp:
+        shutil.copyfile(path, tmp)
 
 
 def average_states(states: Sequence[Mapping[str, torch.Tensor]]) -> StateDict:

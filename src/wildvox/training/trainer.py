@@ -40,6 +40,7 @@ from wildvox.data.dataset import (
     TrainingBabble,
     collate_crops,
 )
+from wildvox.data.files import atomic_write
 from wildvox.data.manifest import SpeakerMap, Utterance
 from wildvox.data.samplers import HardPrototypeSampler, build_batch_sampler
 from wildvox.inference.extract import extract_embeddings
@@ -286,14 +287,10 @@ class Trainer:
         """Top-1 of the head's closed-set decision on the validation utterances."""
         if not self.val_utts:
             return None
-        e = self.cfg.eval
         ext = extract_embeddings(
             self.net,
             [str(u.path) for u in self.val_utts],
-            sample_rate=self.cfg.features.sample_rate,
-            batch_seconds=e.batch_seconds,
-            max_seconds=e.max_seconds,
-            min_seconds=self.cfg.dataset.min_seconds,
+            self.cfg,
             num_workers=0,
             device=self.device,
         )
@@ -311,7 +308,7 @@ class Trainer:
             self.restore()
         if self.dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(dump_config(self.cfg))
+            atomic_write(self.out_dir / "config.yaml", dump_config(self.cfg))
         dataset = self._dataset()
         sampler = self.sampler
         while self.epoch < t.epochs:

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from wildvox.config import CorpusConfig
+from wildvox.config import Config, CorpusConfig
 from wildvox.data.manifest import Utterance
 
 logger = logging.getLogger(__name__)
@@ -197,3 +197,16 @@ def load_iden_split(root: Path, list_name: str = "iden_split.txt") -> list[Utter
     """Every utterance of an identification split file, with its split number."""
     cfg = CorpusConfig(root=str(root), list=list_name, splits=(1, 2, 3))
     return load_corpus(cfg)
+
+
+def training_data(cfg: Config) -> tuple[list[Utterance], list[Utterance]]:
+    """Training utterances of every configured corpus, and the evaluation corpus' validation part
+    (split 2 of its ``iden_split``), when that file exists."""
+    train: list[Utterance] = []
+    for corpus in cfg.dataset.train:
+        train += load_corpus(corpus)
+    val: list[Utterance] = []
+    root = Path(cfg.data)
+    if cfg.data and (root / cfg.eval.iden_split).is_file():
+        val = [u for u in load_iden_split(root, cfg.eval.iden_split) if u.split == 2]
+    return train, val
