@@ -54,9 +54,9 @@ import torch
 
 from wildvox.api import SpeakerModel, load_model
 from wildvox.data.trials import read_trials
-from wildvox.scoring.cohort import ScoreCohort
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
 from wildvox.scoring.asnorm import make_cohort
+from wildvox.scoring.cohort import ScoreCohort
 from wildvox.scoring.cosine import cosine_score_pairs
 
 logger = logging.getLogger("bench.inference")

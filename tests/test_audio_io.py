@@ -135,7 +135,7 @@ def test_offset_past_end_and_bad_arguments(tmp_path: Path) -> None:
         load_audio(path, offset=-1.0)
     with pytest.raises(ValueError, match="duration"):
         load_audio(path, duration=0.0)
-    with pytest.raises(ValueError, match="output rate .* 0 Hz is outside the supported"):
+    with pytest.raises(ValueError, match=r"output rate .* 0 Hz is outside the supported"):
         load_audio(path, sample_rate=0)
 
 
@@ -158,7 +158,7 @@ def test_huge_amplitude_is_refused(tmp_path: Path) -> None:
         validate_waveform(np.full(16000, 1e30, np.float32), 16000)
     path = tmp_path / "loud.wav"
     sf.write(path, np.full(16000, 1e30, np.float32), 16000, subtype="FLOAT")
-    with pytest.raises(AudioError, match="loud.wav: peak amplitude"):
+    with pytest.raises(AudioError, match=r"loud\.wav: peak amplitude"):
         load_audio(path)
 
 

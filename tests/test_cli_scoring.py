@@ -17,15 +17,15 @@ from wildvox.cli.main import app
 from wildvox.data.corpora.voxceleb import speakers_of_ids
 from wildvox.scoring.asnorm import asnorm, asnorm_from_stats, make_cohort, trial_stats
 from wildvox.scoring.calibration import Calibration, trial_features
+from wildvox.scoring.cosine import score_trials
+from wildvox.scoring.embeddings import EmbeddingSet, load_embeddings, save_embeddings
+from wildvox.scoring.fusion import LogisticFusion
 from wildvox.scoring.score_file import (
     ScoreFileError,
     align_score_files,
     read_score_file,
     write_score_file,
 )
-from wildvox.scoring.cosine import score_trials
-from wildvox.scoring.embeddings import EmbeddingSet, load_embeddings, save_embeddings
-from wildvox.scoring.fusion import LogisticFusion
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ from wildvox.api import load_model
 from wildvox.cli.main import app
 from wildvox.config import CorpusConfig, dump_config
 from wildvox.data.corpora.voxceleb import load_corpus
-from wildvox.scoring.cohort import COHORT_FILE, ScoreCohort
 from wildvox.inference.model_io import ModelFileError
 from wildvox.scoring.asnorm import asnorm
+from wildvox.scoring.cohort import COHORT_FILE, ScoreCohort
 from wildvox.scoring.cosine import length_normalize
 from wildvox.training.trainer import Trainer
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wildvox.metrics.verification import compute_cllr, compute_eer
 from wildvox.audio.vad import energy_vad, silero_available, speech_duration, speech_segments
+from wildvox.metrics.verification import compute_cllr, compute_eer
 from wildvox.scoring.asnorm import (
     asnorm,
     asnorm_from_stats,

@@ -18,14 +18,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wildvox.audio.io import AudioError, audio_info, load_audio, validate_waveform
+from wildvox.audio.io import (
+    AudioError,
+    audio_info,
+    check_sample_rate,
+    load_audio,
+    validate_waveform,
+)
 from wildvox.audio.vad import speech_duration
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
 from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
 from wildvox.scoring.calibration import SHORT_SECONDS, Calibration
 from wildvox.scoring.cohort import ScoreCohort
 from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize
-from wildvox.store.sqlite_store import SpeakerStore
+from wildvox.store import SpeakerStore, check_top_k, normalize_name
 
 logger = logging.getLogger(__name__)
 
@@ -170,16 +176,13 @@ class SpeakerModel:
         ``max_seconds`` long; ``sample_rate`` is the array's rate, default the model's)."""
         if isinstance(audio, np.ndarray):
             rate = self._rate(sample_rate)
-            self._check_length("<array>", audio.shape[0] / max(rate, 1))
+            check_sample_rate("<array>", rate)
+            self._check_length("<array>", audio.shape[0] / rate)
             return validate_waveform(
                 audio, rate, target_rate=self.sample_rate, min_duration=self.min_seconds
             )
-        return load_audio(
-            audio,
-            sample_rate=self.sample_rate,
-            min_duration=self.min_seconds,
-            max_duration=self.max_seconds,
-        )
+        self._check_length(str(audio), audio_info(audio).duration)
+        return load_audio(audio, sample_rate=self.sample_rate, min_duration=self.min_seconds)
 
     def _blocks(self, audio: Audio, sample_rate: int | None) -> Iterator[np.ndarray]:
         """The input at the model's rate in blocks of about ``block_seconds`` (one block when
@@ -347,6 +350,7 @@ class SpeakerModel:
         :class:`AudioError`) and embedded before anything is written: one bad file leaves the
         store as it was.
         """
+        name = normalize_name(name)  # a bad name fails before any audio is read
         if isinstance(items, str | os.PathLike | np.ndarray):
             items = [items]
         if not items:
@@ -381,8 +385,7 @@ class SpeakerModel:
         AS-normalised score. A ``far=X%`` operating point bounds the open-set rate of impostors
         accepted as anyone (:meth:`Calibration.identification_threshold`).
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
-            raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}")
+        top_k = check_top_k(top_k)
         cal = self._calibration()
         cal.threshold(operating_point)  # validate the point before any work
         store = self.store()

@@ -115,13 +115,15 @@ def audio_info(path: str | os.PathLike[str]) -> AudioInfo:
     """Read an audio file's header: sample rate, length and channels, without decoding.
 
     Raises:
-        AudioError: the file is missing, a directory, or not a recognised audio format.
+        AudioError: the file is missing, a directory, not a recognised audio format, or its
+            sample rate is outside [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`].
     """
     _check_path(path)
     try:
         info = sf.info(str(path))
     except (sf.SoundFileError, RuntimeError) as exc:
         raise _open_error(path, exc) from None
+    check_sample_rate(path, int(info.samplerate))
     return AudioInfo(
         path=str(path),
         sample_rate=int(info.samplerate),

@@ -30,7 +30,6 @@ from wildvox.store.sqlite_store import SpeakerStore
 logger = logging.getLogger(__name__)
 
 
-
 def operating_point_table(
     cal: Calibration, llr: np.ndarray, labels: np.ndarray
 ) -> list[dict[str, Any]]:
