@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from wildvox.api import SpeakerModel, load_model
+from wildvox.api import MAX_SECONDS, SpeakerModel, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.common import console, fail, printable, shown
 from wildvox.inference.model_io import ModelFileError
@@ -29,6 +29,9 @@ POINT_OPT = typer.Option(
     "eer", "--operating-point", "-p", help="eer, min-dcf, bayes, far=1%, far=0.1%, far=X%, frr=X%."
 )
 JSON_OPT = typer.Option(False, "--json", help="Print JSON for scripts.")
+MAX_OPT = typer.Option(
+    MAX_SECONDS, "--max-seconds", help="Longest recording accepted, in seconds (work bound)."
+)
 
 NAMES_HELP = (
     "Names are stored trimmed and NFC-normalised, without zero-width characters, and keep "
@@ -45,11 +48,15 @@ def _fail(exc: BaseException) -> NoReturn:
     fail(printable(exc))
 
 
-def _open(model: Path | None, store: Path | None) -> SpeakerModel:
+def _open(model: Path | None, store: Path | None, max_seconds: float = MAX_SECONDS) -> SpeakerModel:
+    if not max_seconds > 0:
+        fail(f"--max-seconds must be > 0, got {max_seconds}")
     try:
-        return load_model(model, store=store)
+        m = load_model(model, store=store)
     except (ModelFileError, ValueError) as exc:
         _fail(exc)
+    m.max_seconds = max_seconds
+    return m
 
 
 def _emit(payload: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
@@ -65,9 +72,12 @@ def verify(
     operating_point: str = POINT_OPT,
     model: Path | None = MODEL_OPT,
     as_json: bool = JSON_OPT,
+    max_seconds: float = MAX_OPT,
 ) -> None:
-    """Same speaker? Prints the score, the calibrated LLR and accept/reject."""
-    m = _open(model, None)
+    """Same speaker? Prints the score, the calibrated LLR and accept/reject.
+
+    A recording with too little speech (Silero VAD) is rejected with reliable: false."""
+    m = _open(model, None, max_seconds)
     try:
         v = m.verify(a, b, operating_point)
     except (AudioError, ValueError, ModelFileError) as exc:
@@ -95,10 +105,12 @@ def enroll(
     model: Path | None = MODEL_OPT,
     store: Path | None = STORE_OPT,
     as_json: bool = JSON_OPT,
+    max_seconds: float = MAX_OPT,
 ) -> None:
     """Enroll (or add recordings to) a speaker; nothing is written if any file or the name
-    is bad. A name differing from an enrolled one only in case or spacing adds to that one."""
-    m = _open(model, store)
+    is bad, or a recording has too little speech. A name differing from an enrolled one only
+    in case or spacing adds to that one."""
+    m = _open(model, store, max_seconds)
     try:
         count = m.enroll(name, list(files))
         stored = _stored_name(m, name)
@@ -120,13 +132,15 @@ def identify(
     model: Path | None = MODEL_OPT,
     store: Path | None = STORE_OPT,
     as_json: bool = JSON_OPT,
+    max_seconds: float = MAX_OPT,
 ) -> None:
-    """Who is speaking? Top-k enrolled speakers, or "unknown" below the threshold."""
+    """Who is speaking? Top-k enrolled speakers, or "unknown" below the threshold (and for a
+    recording with too little speech)."""
     try:
         check_top_k(top_k, "--top-k")
     except ValueError as exc:
         _fail(exc)
-    m = _open(model, store)
+    m = _open(model, store, max_seconds)
     try:
         r = m.identify(file, top_k=top_k, operating_point=operating_point)
     except (AudioError, ValueError, StoreError, ModelFileError) as exc:
