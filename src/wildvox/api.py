@@ -26,6 +26,7 @@ from wildvox.audio.io import (
     validate_waveform,
 )
 from wildvox.audio.vad import speech_duration
+from wildvox.inference.answers import Candidate, Embedded, Identification, Verification
 from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
 from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
 from wildvox.scoring.calibration import SHORT_SECONDS, Calibration
@@ -57,61 +58,6 @@ def default_store_path() -> Path:
         return Path(env)
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return base / "wildvox" / "speakers.sqlite"
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The answer to "same speaker?": the model's ``score`` (the cosine AS-normalised against
-    the model's cohort when it ships one, else the ``cosine``), calibrated ``llr`` (natural
-    log), ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it."""
-
-    score: float
-    cosine: float
-    llr: float
-    accept: bool
-    threshold: float
-    operating_point: str
-    durations: tuple[float, float]
-    reliable: bool
-    note: str = ""
-    speech: tuple[float, float] = (0.0, 0.0)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """An enrolled speaker: the model's score against it (as in :class:`Verification`), the
-    raw cosine and the calibrated LLR."""
-
-    name: str
-    score: float
-    cosine: float
-    llr: float
-
-
-@dataclass(frozen=True)
-class Identification:
-    """Top-k enrolled speakers; ``speaker`` is the best one when it passes the operating point,
-    else ``None`` (an unknown speaker)."""
-
-    candidates: list[Candidate]
-    speaker: str | None
-    threshold: float
-    operating_point: str
-    duration: float
-    reliable: bool
-    note: str = ""
-    speech: float = 0.0
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """One input's ``embedding`` (D,), its ``duration`` and the seconds of ``speech`` the VAD
-    found in it (NaN when not measured)."""
-
-    embedding: np.ndarray
-    duration: float
-    speech: float
-    source: str
 
 
 @dataclass

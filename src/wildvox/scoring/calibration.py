@@ -347,21 +347,6 @@ class Calibration:
             result.thresholds[point] = result.threshold(point)
         return result
 
-    def features(
-        self,
-        scores: ArrayLike,
-        dur_a: ArrayLike | None = None,
-        dur_b: ArrayLike | None = None,
-        *,
-        imp_a: ArrayLike | None = None,
-        imp_b: ArrayLike | None = None,
-    ) -> np.ndarray:
-        """:func:`trial_features` with this record's measures and duration range."""
-        return trial_features(
-            scores, self.quality, dur_a=dur_a, dur_b=dur_b, imp_a=imp_a, imp_b=imp_b,
-            duration_range=self.duration_range,
-        )  # fmt: skip
-
     def llr(
         self,
         scores: ArrayLike,
@@ -371,10 +356,13 @@ class Calibration:
         imp_a: ArrayLike | None = None,
         imp_b: ArrayLike | None = None,
     ) -> np.ndarray:
-        """Calibrated LLRs (N,) (natural log) of N trials."""
-        return self.calibrator.transform(
-            self.features(scores, dur_a, dur_b, imp_a=imp_a, imp_b=imp_b)
-        )
+        """Calibrated LLRs (N,) (natural log) of N trials, from :func:`trial_features` with
+        this record's measures and duration range."""
+        features = trial_features(
+            scores, self.quality, dur_a=dur_a, dur_b=dur_b, imp_a=imp_a, imp_b=imp_b,
+            duration_range=self.duration_range,
+        )  # fmt: skip
+        return self.calibrator.transform(features)
 
     def threshold(self, point: str) -> float:
         """LLR threshold of a named point (``eer``, ``min-dcf``, ``bayes``) or ``far=X%`` /
