@@ -10,8 +10,8 @@ unlabeled lines), the writer is atomic and refuses NaN/inf scores.
 >>> from pathlib import Path
 >>> p = Path(tempfile.mkdtemp()) / "scores.txt"
 >>> write_score_file(p, ["a/1.wav"], ["b/2.wav"], [0.25], [0])
->>> p.read_text()
-'a/1.wav b/2.wav 0.250000 0\n'
+>>> p.read_text().splitlines()
+['a/1.wav b/2.wav 0.250000 0']
 >>> read_score_file(p).scores.tolist()
 [0.25]
 """
