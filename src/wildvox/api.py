@@ -49,6 +49,16 @@ MAX_SECONDS = 3600.0
 #: long inputs are decoded and embedded in blocks of this many seconds, and their embedding is
 #: the duration-weighted mean of the blocks' (memory stays flat: ~0.4 GB whatever the length).
 BLOCK_SECONDS = 60.0
+#: identify looks for a second voice in windows of this many seconds, in inputs holding at
+#: least ``MIN_WINDOWS`` of them (shorter inputs: ``multiple_speakers`` is None).
+WINDOW_SECONDS = 3.0
+MIN_WINDOWS = 4
+#: an uncalibrated model decides on its score with this generic threshold (cosine, AS-Norm).
+#: No data fitted it: ``wildvox calibrate-model`` gives the model LLRs and operating points.
+UNCALIBRATED_THRESHOLDS = {"cosine": 0.5, "as-norm": 2.0}
+#: two recordings whose embeddings are this close are the same content (refused by enroll).
+DUPLICATE_COSINE = 0.9999
+CALIBRATE_HINT = "run `wildvox calibrate-model --model DIR -c RECIPE` (a recipe with `calibration`)"
 
 
 def default_store_path() -> Path:
@@ -166,14 +176,27 @@ class SpeakerModel:
             raise ValueError("the model produced a NaN/inf embedding for this input")
         return out
 
+    def _window_embeddings(self, block: np.ndarray, seconds: float) -> list[np.ndarray]:
+        """Embeddings of the consecutive ``seconds`` windows of ``block`` (a shorter tail is
+        dropped), 16 at a time."""
+        size = int(seconds * self.sample_rate)
+        wins = [block[i : i + size] for i in range(0, len(block) - size + 1, size)]
+        return [e for i in range(0, len(wins), 16) for e in self._embed_waves(wins[i : i + 16])]
+
     def analyse(
-        self, audio: Audio, sample_rate: int | None = None, speech: bool = True
+        self,
+        audio: Audio,
+        sample_rate: int | None = None,
+        speech: bool = True,
+        window_seconds: float = 0.0,
     ) -> Embedded:
         """Embed one input block by block (memory bounded whatever its length) and, with
-        ``speech``, measure its speech with the VAD."""
+        ``speech``, measure its speech with the VAD; with ``window_seconds`` > 0, also embed its
+        consecutive windows of that length (``Embedded.windows``)."""
         source = "<array>" if isinstance(audio, np.ndarray) else str(audio)
         embs: list[np.ndarray] = []
         seconds: list[float] = []
+        windows: list[np.ndarray] = []
         found = 0.0
         for block in self._blocks(audio, sample_rate):
             if len(block) < 0.1 * self.sample_rate and embs:
@@ -182,11 +205,14 @@ class SpeakerModel:
             seconds.append(len(block) / self.sample_rate)
             if speech:
                 found += speech_duration(block, self.sample_rate)
+            if window_seconds > 0:
+                windows += self._window_embeddings(block, window_seconds)
         if not embs:
             raise AudioError(source, "digitally silent throughout")
         emb = embs[0] if len(embs) == 1 else enroll_mean(np.stack(embs), seconds)
         return Embedded(emb.astype(np.float32), float(sum(seconds)),
-                        found if speech else float("nan"), source)  # fmt: skip
+                        found if speech else float("nan"), source,
+                        np.stack(windows) if windows else None, window_seconds)  # fmt: skip
 
     def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
         """One utterance -> its (D,) float32 embedding (inputs over ``block_seconds``: the
@@ -233,13 +259,60 @@ class SpeakerModel:
         return cos if self.cohort is None else self.cohort.normalize_matrix(cos, q, r)
 
     # ------------------------------------------------------------------ decisions
-    def _calibration(self) -> Calibration:
+    @property
+    def calibrated(self) -> bool:
+        """Whether the model has a calibration (LLRs and operating points)."""
+        return self.calibration is not None
+
+    def _threshold(self, operating_point: str) -> float:
+        """The decision threshold: the calibrated LLR's at ``operating_point`` (validated
+        before any work), else the generic score threshold of an uncalibrated model."""
+        if self.calibration is not None:
+            return self.calibration.threshold(operating_point)
+        logger.warning("model %s is not calibrated: deciding on the raw %s score with the "
+                       "generic threshold %.2f; %s", self.model_id, self.scoring,
+                       UNCALIBRATED_THRESHOLDS[self.scoring], CALIBRATE_HINT)  # fmt: skip
+        return UNCALIBRATED_THRESHOLDS[self.scoring]
+
+    def _llr(self, scores: np.ndarray, dur_a: np.ndarray, dur_b: np.ndarray) -> np.ndarray:
+        """Calibrated LLRs of ``scores``; NaN for an uncalibrated model."""
         if self.calibration is None:
-            raise ModelFileError(
-                f"model {self.model_id} has no calibration; run `wildvox calibrate-model "
-                "--model DIR -c RECIPE` on it first"
-            )
-        return self.calibration
+            return np.full(len(scores), np.nan)
+        return self.calibration.llr(scores, dur_a, dur_b)
+
+    def _uncalibrated_note(self, note: str) -> str:
+        if self.calibration is not None:
+            return note
+        extra = f"uncalibrated model: no LLR, generic {self.scoring} threshold; {CALIBRATE_HINT}"
+        return f"{note}; {extra}" if note else extra
+
+    def multiple_speakers(self, e: Embedded, operating_point: str = "eer") -> bool | None:
+        """Whether the windows of ``e`` hold two voices (None: fewer than ``MIN_WINDOWS``).
+
+        The windows are split in two by 2-means on the unit sphere (seeded with the least
+        similar pair); two groups of >= 2 windows each whose duration-weighted means the model
+        rejects as the same speaker at ``operating_point`` are two voices."""
+        if e.windows is None or len(e.windows) < MIN_WINDOWS:
+            return None
+        w = length_normalize(e.windows)
+        sim = w @ w.T
+        a, b = np.unravel_index(int(np.argmin(sim)), sim.shape)
+        centres = w[[a, b]]
+        group = np.zeros(len(w), dtype=bool)
+        for _ in range(10):
+            group = (w @ centres[1]) > (w @ centres[0])
+            if group.all() or not group.any():
+                return False
+            centres = length_normalize(np.stack([w[~group].mean(0), w[group].mean(0)]))
+        counts = np.array([(~group).sum(), group.sum()])
+        if counts.min() < 2:
+            return False
+        score = self.score(centres[:1], centres[1:])
+        dur = counts * e.window_seconds
+        if self.calibration is None:
+            return bool(score[0] < UNCALIBRATED_THRESHOLDS[self.scoring])
+        llr = self.calibration.llr(score, dur[:1], dur[1:])
+        return bool(llr[0] < self.calibration.threshold(operating_point))
 
     def _reliability(self, durations: Sequence[float], speech: Sequence[float]) -> tuple[bool, str]:
         """Whether a decision on inputs of these durations and amounts of speech can be
@@ -269,18 +342,26 @@ class SpeakerModel:
 
         An input with less than ``min_speech`` seconds of speech (Silero VAD) is never
         accepted: the answer is ``accept=False, reliable=False`` with the speech found."""
-        cal = self._calibration()
-        thr = cal.threshold(operating_point)  # validate the point before any work
+        self._threshold(operating_point)  # validate the point before any work
         ea, eb = self.analyse(a, sample_rate), self.analyse(b, sample_rate)
+        return self.decide(ea, eb, operating_point)
+
+    def decide(self, ea: Embedded, eb: Embedded, operating_point: str = "eer") -> Verification:
+        """The verification of two inputs already embedded by :meth:`analyse` (a batch of
+        pairs embeds each file once)."""
+        thr = self._threshold(operating_point)
         emb = np.stack([ea.embedding, eb.embedding])
         cosine = float(cosine_score_pairs(emb[:1], emb[1:])[0])
         score = float(self.score(emb[:1], emb[1:])[0])
         da, db = ea.duration, eb.duration
-        llr = float(cal.llr(np.array([score]), np.array([da]), np.array([db]))[0])
+        llr = float(self._llr(np.array([score]), np.array([da]), np.array([db]))[0])
         reliable, note = self._reliability((da, db), (ea.speech, eb.speech))
         enough = min(ea.speech, eb.speech) >= self.min_speech
-        return Verification(score, cosine, llr, enough and llr >= thr, thr, operating_point,
-                            (da, db), reliable, note, (ea.speech, eb.speech))  # fmt: skip
+        value = llr if self.calibrated else score
+        return Verification(score, cosine, llr if self.calibrated else None,
+                            enough and value >= thr, thr, operating_point, (da, db), reliable,
+                            self._uncalibrated_note(note), (ea.speech, eb.speech),
+                            self.calibrated)  # fmt: skip
 
     # ------------------------------------------------------------------ speaker store
     def store(self) -> SpeakerStore:
@@ -310,12 +391,31 @@ class SpeakerModel:
                     f"{self.min_speech:.2f} s (is it a recording of someone speaking?)",
                 )
         emb = np.stack([e.embedding for e in done])
+        self._refuse_duplicates(name, emb, [e.source for e in done])
         durations = np.array([e.duration for e in done], dtype=np.float32)
         sources = [
             "<array>" if isinstance(a, np.ndarray) else str(Path(a).resolve()) for a in items
         ]
         record = self.store().enroll(name, emb, durations, sources)
         return int(record.num_utterances)
+
+    def _refuse_duplicates(self, name: str, emb: np.ndarray, sources: list[str]) -> None:
+        """Refuse (ValueError) a recording given twice, or already enrolled for ``name``:
+        its embedding is the same as another's (the same content under any file name)."""
+        unit = length_normalize(emb)
+        stored: list[str] = []
+        if name in self.store():
+            utts = self.store().utterances(self.store().get(name).name)
+            stored = list(utts.sources)
+            unit = np.concatenate([length_normalize(utts.embeddings), unit])
+        sims = unit @ unit.T
+        for i in range(len(stored), len(unit)):
+            dup = np.flatnonzero(sims[i, :i] >= DUPLICATE_COSINE)
+            if dup.size:
+                j = int(dup[0])
+                what = (f"already enrolled for {name} (as {stored[j]})" if j < len(stored)
+                        else f"the same recording as {sources[j - len(stored)]}")  # fmt: skip
+                raise ValueError(f"{sources[i - len(stored)]}: {what}; nothing was enrolled")
 
     def identify(
         self,
@@ -325,22 +425,29 @@ class SpeakerModel:
         sample_rate: int | None = None,
     ) -> Identification:
         """The enrolled speakers closest to ``audio``; ``speaker`` is None below threshold
-        (and when the input has less than ``min_speech`` seconds of speech).
+        (and when the input has less than ``min_speech`` seconds of speech, or holds more than
+        one voice: ``multiple_speakers``, judged on ``WINDOW_SECONDS`` windows).
 
-        With a cohort, the ``max(top_k, 50)`` nearest speakers by cosine are re-ranked by their
-        AS-normalised score. A ``far=X%`` operating point bounds the open-set rate of impostors
-        accepted as anyone (:meth:`Calibration.identification_threshold`).
+        The ``max(top_k, 50)`` nearest speakers by cosine are scored as the model scores (AS-
+        Norm with a cohort), calibrated, and ranked by LLR, the quantity the threshold applies
+        to (by score for an uncalibrated model). A ``far=X%`` operating point bounds the
+        open-set rate of impostors accepted as anyone
+        (:meth:`Calibration.identification_threshold`).
         """
         top_k = check_top_k(top_k)
-        cal = self._calibration()
-        cal.threshold(operating_point)  # validate the point before any work
+        self._threshold(operating_point)  # validate the point before any work
         store = self.store()
         if len(store) == 0:
             raise ValueError(f"{store.path}: no enrolled speakers; enroll some first")
-        query = self.analyse(audio, sample_rate)
-        hits = store.identify(
-            query.embedding, top_k=top_k if self.cohort is None else max(top_k, 50)
-        )
+        query = self.analyse(audio, sample_rate, window_seconds=WINDOW_SECONDS)
+        return self.identify_embedded(query, top_k, operating_point)
+
+    def identify_embedded(
+        self, query: Embedded, top_k: int = 5, operating_point: str = "eer"
+    ) -> Identification:
+        """:meth:`identify` of an input already embedded by :meth:`analyse`."""
+        store = self.store()
+        hits = store.identify(query.embedding, top_k=max(top_k, 50))
         names = [n for n, _ in hits]
         cosines = np.array([s for _, s in hits])
         scores = cosines
@@ -349,23 +456,32 @@ class SpeakerModel:
             row = {n: i for i, n in enumerate(all_names)}
             refs = matrix[[row[n] for n in names]]
             scores = self.score_matrix(query.embedding[None], refs)[0]
-            order = np.argsort(-scores, kind="stable")[:top_k]
-            names = [names[i] for i in order]
-            scores, cosines = scores[order], cosines[order]
         enrolled = {r.name: r.total_duration for r in store.list_speakers()}
-        llrs = cal.llr(
+        llrs = self._llr(
             scores, np.array([enrolled[n] for n in names]), np.full(len(names), query.duration)
         )
+        ranked = llrs if self.calibrated else scores
+        order = np.argsort(-ranked, kind="stable")[:top_k]
         cands = [
-            Candidate(n, float(s), float(c), float(v))
-            for n, s, c, v in zip(names, scores, cosines, llrs, strict=True)
-        ]
-        thr = cal.identification_threshold(operating_point, len(store))
+            Candidate(names[i], float(scores[i]), float(cosines[i]),
+                      float(llrs[i]) if self.calibrated else None)
+            for i in order.tolist()
+        ]  # fmt: skip
+        if self.calibration is not None:
+            thr = self.calibration.identification_threshold(operating_point, len(store))
+        else:
+            thr = self._threshold(operating_point)
         enough = query.speech >= self.min_speech
-        best = cands[0].name if enough and cands and cands[0].llr >= thr else None
+        several = self.multiple_speakers(query, operating_point)
+        best = None
+        if enough and order.size and ranked[order[0]] >= thr and not several:
+            best = cands[0].name
         reliable, note = self._reliability([query.duration], [query.speech])
+        if several:
+            note = "; ".join(filter(None, [note, "more than one speaker in the input: no name"]))
         return Identification(cands, best, thr, operating_point, query.duration, reliable,
-                              note, query.speech)  # fmt: skip
+                              self._uncalibrated_note(note), query.speech, self.calibrated,
+                              several)  # fmt: skip
 
     def close(self) -> None:
         if self._store is not None:

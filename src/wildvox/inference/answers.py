@@ -14,11 +14,14 @@ __all__ = ["Candidate", "Embedded", "Identification", "Verification"]
 class Verification:
     """The answer to "same speaker?": the model's ``score`` (the cosine AS-normalised against
     the model's cohort when it ships one, else the ``cosine``), calibrated ``llr`` (natural
-    log), ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it."""
+    log), ``accept`` at ``operating_point`` (LLR >= ``threshold``), and how much to trust it.
+
+    An uncalibrated model (``calibrated`` false) has no LLR (``llr`` None): ``accept`` is
+    ``score >= threshold``, a generic score threshold that no data fitted."""
 
     score: float
     cosine: float
-    llr: float
+    llr: float | None
     accept: bool
     threshold: float
     operating_point: str
@@ -26,23 +29,26 @@ class Verification:
     reliable: bool
     note: str = ""
     speech: tuple[float, float] = (0.0, 0.0)
+    calibrated: bool = True
 
 
 @dataclass(frozen=True)
 class Candidate:
     """An enrolled speaker: the model's score against it (as in :class:`Verification`), the
-    raw cosine and the calibrated LLR."""
+    raw cosine and the calibrated LLR (None for an uncalibrated model)."""
 
     name: str
     score: float
     cosine: float
-    llr: float
+    llr: float | None
 
 
 @dataclass(frozen=True)
 class Identification:
-    """Top-k enrolled speakers; ``speaker`` is the best one when it passes the operating point,
-    else ``None`` (an unknown speaker)."""
+    """Top-k enrolled speakers, ranked by the quantity the threshold applies to (the calibrated
+    LLR; the score when ``calibrated`` is false); ``speaker`` is the best one when it passes the
+    operating point, else ``None`` (an unknown speaker, or ``multiple_speakers``: the input's
+    windows hold more than one voice; None when it is too short to tell)."""
 
     candidates: list[Candidate]
     speaker: str | None
@@ -52,14 +58,19 @@ class Identification:
     reliable: bool
     note: str = ""
     speech: float = 0.0
+    calibrated: bool = True
+    multiple_speakers: bool | None = None
 
 
 @dataclass(frozen=True)
 class Embedded:
     """One input's ``embedding`` (D,), its ``duration`` and the seconds of ``speech`` the VAD
-    found in it (NaN when not measured)."""
+    found in it (NaN when not measured); with windows asked for, ``windows`` (W, D) are the
+    embeddings of its consecutive ``window_seconds`` windows (None otherwise)."""
 
     embedding: np.ndarray
     duration: float
     speech: float
     source: str
+    windows: np.ndarray | None = None
+    window_seconds: float = 0.0
