@@ -53,8 +53,15 @@ import soundfile as sf
 import torch
 
 from wildvox.api import SpeakerModel, load_model
+from wildvox.data.corpora.voxceleb import read_meta
 from wildvox.data.trials import read_trials
 from wildvox.metrics.verification import compute_eer, compute_min_dcf
+from wildvox.reports.generalization import (
+    cosine_matrix,
+    subset_metrics,
+    trial_subsets,
+    unseen_identification,
+)
 from wildvox.scoring.asnorm import make_cohort
 from wildvox.scoring.cohort import ScoreCohort
 from wildvox.scoring.cosine import cosine_score_pairs
@@ -138,7 +145,7 @@ def trial_metrics(
     return {"eer": eer, "min_dcf": min_dcf, "trials": len(labels)}
 
 
-def peer_asnorm(cohort_npz: Path, top_n: int = 100) -> Scorer:
+def peer_asnorm(cohort_npz: Path, top_n: int = 100) -> ScoreCohort:
     """AS-Norm scoring for the peer: a cohort of per-speaker means of its embeddings of
     training files (ids ``<corpus>/<speaker>/<session>/<file>``)."""
     with np.load(cohort_npz) as npz:
@@ -146,8 +153,7 @@ def peer_asnorm(cohort_npz: Path, top_n: int = 100) -> Scorer:
     speakers = np.array(["/".join(i.split("/")[:2]) for i in ids])
     cohort = ScoreCohort.from_embeddings(make_cohort(emb, speakers), top_n)
     logger.info("peer cohort: %d speakers from %s", len(cohort.embeddings), cohort_npz)
-
-    return cohort.score_pairs
+    return cohort
 
 
 def timed_passes(run: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
@@ -236,6 +242,76 @@ def peer_rtf(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     )
 
 
+def generalization(
+    ids: Sequence[str],
+    embeddings: np.ndarray,
+    trials: Any,
+    masks: dict[str, np.ndarray],
+    pair: Scorer,
+    matrix: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    durations: np.ndarray,
+    draws: int,
+    own: Any = None,
+) -> dict[str, Any]:
+    """Subset EERs and unseen-speaker identification of one system (one scoring)."""
+    row = {u: i for i, u in enumerate(ids)}
+    e = embeddings[[row[u] for u in trials.enroll]]
+    t = embeddings[[row[u] for u in trials.test]]
+    scores = pair(e, t)
+    return {
+        "subsets": subset_metrics(scores, np.asarray(trials.labels), masks),
+        "identification": unseen_identification(
+            list(ids), embeddings, matrix, draws=draws, own_threshold=own, durations=durations
+        ),
+    }
+
+
+def render_generalization(result: dict[str, Any]) -> list[str]:
+    """Markdown tables of the generalization rows of every system present."""
+    gen = result.get("generalization")
+    if not gen:
+        return []
+    names = list(gen)
+    subsets = list(next(iter(gen.values()))["subsets"])
+    lines = [
+        "",
+        "## Generalization (veri_test speakers: none is a training speaker)",
+        "",
+        "EER % (MinDCF0.01) per subset of veri_test trials: both sides < 2 s, both > 4 s, and "
+        "per source (speakers' `source` in meta.csv; trials within one source).",
+        "",
+        "| subset | trials | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
+    ]
+    for sub in subsets:
+        cells = []
+        for n in names:
+            m = gen[n]["subsets"].get(sub)
+            cells.append(f"{100 * m['eer']:.2f} ({m['min_dcf']:.3f})" if m else "-")
+        trials = gen[names[0]]["subsets"][sub]["trials"]
+        lines.append(f"| {sub} | {trials} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Unseen-speaker identification: every veri_test speaker enrolled from the mean of k "
+        "random utterances, every other utterance identified (mean of "
+        f"{result['generalization_draws']} draws). Open set: a third of the speakers held out "
+        "as impostors, accuracy at the threshold accepting 1 % of impostor queries (the same "
+        "rule for every system); 'own' is ours with its shipped calibration at far=1%.",
+        "",
+        "| system | k | top-1 % | top-5 % | open-set % @1% FA | own open-set % (impostors %) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        for r in gen[n]["identification"]:
+            own = (f"{100 * r['open_set_own']:.1f} ({100 * r['own_impostors_accepted']:.1f})"
+                   if "open_set_own" in r else "-")  # fmt: skip
+            lines.append(
+                f"| {n} | {r['k']} | {100 * r['top1']:.1f} | {100 * r['top5']:.1f} | "
+                f"{100 * r['open_set_far1']:.1f} | {own} |"
+            )
+    return lines
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     """The results as a markdown table plus a one-line verdict."""
     rz = result["systems"]["resemblyzer"]
@@ -276,6 +352,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         rec = result["systems"][system]
         t1, t2 = (rec["threads"][k] if mode is None else rec["threads"][k][mode] for k in "12")
         lines.append(f"| {label} | {t1['rtf_wall']:.4f} | {t2['rtf_wall']:.4f} |")
+    lines += render_generalization(result)
     lines += ["", result["verdict"], ""]
     load = result["machine"]["load_average"]
     lines.append(
@@ -336,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         help="Resemblyzer embeddings of training files (ids <corpus>/<speaker>/...): also score "
         "the peer with AS-Norm against their per-speaker means",
     )
+    parser.add_argument("--draws", type=int, default=5, help="enrolment draws (identification)")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -407,10 +485,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.peer_cohort_npz is not None:
         rz["accuracy_asnorm"] = trial_metrics(
             [str(i) for i in arrays["ids"]], arrays["embeddings"], trials.enroll, trials.test,
-            labels, score=peer_asnorm(args.peer_cohort_npz),
+            labels, score=peer_asnorm(args.peer_cohort_npz).score_pairs,
         )  # fmt: skip
         rz["cohort"] = str(args.peer_cohort_npz)
     logger.info("Resemblyzer: %s", rz["accuracy"])
+
+    # generalization rows: the same trials and files for every system
+    meta_path = args.data / "meta.csv"
+    groups = ({s: m.get("source", "?") for s, m in read_meta(meta_path).items()}
+              if meta_path.is_file() else None)  # fmt: skip
+    masks = trial_subsets(trials.enroll, trials.test, durations, groups)
+    dur_arr = np.array([durations[f] for f in all_files])
+    cal = model.calibration
+
+    def own_decision(best: np.ndarray, enrolled_s: np.ndarray, query_s: np.ndarray, n: int) -> Any:
+        if cal is None:
+            raise ValueError("the model has no calibration")
+        thr = cal.identification_threshold("far=1%", n)
+        return cal.llr(best, enrolled_s, query_s) >= thr
+
+    rz_ids = [str(i) for i in arrays["ids"]]
+    rz_row = {u: i for i, u in enumerate(rz_ids)}
+    rz_emb = arrays["embeddings"][[rz_row[f] for f in all_files]]
+    gen: dict[str, Any] = {}
+    if model.cohort is not None:
+        gen["ours (AS-Norm, as shipped)"] = generalization(
+            all_files, ours_emb, trials, masks, model.score, model.score_matrix, dur_arr,
+            args.draws, own_decision if cal is not None else None,
+        )  # fmt: skip
+    gen["ours (cosine)"] = generalization(
+        all_files, ours_emb, trials, masks, cosine_score_pairs, cosine_matrix, dur_arr, args.draws
+    )
+    gen["Resemblyzer (cosine)"] = generalization(
+        all_files, rz_emb, trials, masks, cosine_score_pairs, cosine_matrix, dur_arr, args.draws
+    )
+    if args.peer_cohort_npz is not None:
+        peer = peer_asnorm(args.peer_cohort_npz)
+        gen["Resemblyzer (our AS-Norm)"] = generalization(
+            all_files, rz_emb, trials, masks, peer.score_pairs, peer.score_matrix, dur_arr,
+            args.draws,
+        )  # fmt: skip
 
     result: dict[str, Any] = {
         "data": str(args.data),
@@ -428,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "min_seconds": args.min_seconds,
         "systems": {"ours": ours, "resemblyzer": rz},
+        "generalization": gen,
+        "generalization_draws": args.draws,
         "machine": {
             "cpus": os.cpu_count(),
             "load_average": {"start": load_start, "end": os.getloadavg()[0]},

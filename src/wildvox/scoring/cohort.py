@@ -78,6 +78,11 @@ class ScoreCohort:
         a, b = np.atleast_2d(emb_a), np.atleast_2d(emb_b)
         return self.normalize(cosine_score_pairs(a, b).astype(np.float64), a, b)
 
+    def score_matrix(self, queries: np.ndarray, refs: np.ndarray) -> np.ndarray:
+        """AS-normalised cosine scores (Q, R) of queries (Q, D) against references (R, D)."""
+        q, r = length_normalize(np.atleast_2d(queries)), length_normalize(np.atleast_2d(refs))
+        return self.normalize_matrix((q @ r.T).astype(np.float64), q, r)
+
     def save(self, model_dir: Path) -> Path:
         """Write ``cohort.safetensors`` into a model folder (atomically, world-readable)."""
         path = Path(model_dir) / COHORT_FILE
