@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                        "vs calibrated scores of a model on a corpus."),
     "speakers": ("product", "speakers_app", "List, show, remove, export and import enrolled "
                  "speakers."),
+    "serve": ("serve", "serve_app", "HTTP service and web page; `serve keys` manages API keys."),
 }  # fmt: skip
 
 
