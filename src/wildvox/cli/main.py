@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "speakers": ("product", "speakers_app", "List, show, remove, export and import enrolled "
                  "speakers."),
     "serve": ("serve", "serve_app", "HTTP service and web page; `serve keys` manages API keys."),
+    "diarize": ("diarize", "diarize", "Who spoke when (RTTM, JSON, timeline PNG), named from "
+                "the store; --segments-only: window embeddings."),
 }  # fmt: skip
 
 

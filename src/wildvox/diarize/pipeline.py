@@ -147,7 +147,8 @@ def diarize_segments(
 ) -> Diarization:
     """Cluster, re-segment and name windows already embedded (see :func:`diarize`).
 
-    ``model`` None or ``operating_point`` None: no naming, every cluster is ``unknown-N``.
+    ``model`` None, ``operating_point`` None, or no store file (none is created): no naming,
+    every cluster is ``unknown-N``.
     """
     if len(segments) == 0:
         return Diarization([], [], segments.duration, list(regions), 0, operating_point, None)
@@ -161,7 +162,12 @@ def diarize_segments(
     order = sorted(range(k), key=lambda c: first.get(c, len(raw)))
     naming: list[Match | None] = [None] * k
     thr: float | None = None
-    if model is not None and operating_point is not None and len(model.store()) > 0:
+    if (
+        model is not None
+        and operating_point is not None
+        and model.store_path.exists()
+        and len(model.store()) > 0
+    ):
         embs = np.stack([enroll_mean(segments.embeddings[labels == c]) for c in range(k)])
         found, thr = name_clusters(model, embs.astype(np.float32), speech.tolist(), operating_point)
         naming = list(found)

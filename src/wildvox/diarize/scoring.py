@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from wildvox.diarize.rttm import Turn, to_annotation
 from wildvox.registry import optional_import
@@ -33,7 +34,7 @@ def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float = 0
     metrics = optional_import("pyannote.metrics.diarization", "diarize", "DER")
     metric = metrics.DiarizationErrorRate(collar=2 * collar, skip_overlap=False)
     ref, hyp = to_annotation(reference, "m"), to_annotation(hypothesis, "m")
-    parts = metric(ref, hyp, detailed=True)
+    parts = metric(ref, hyp, uem=_uem(reference, hypothesis), detailed=True)
     return DerResult(
         float(parts["diarization error rate"]),
         float(parts["missed detection"]),
@@ -41,6 +42,15 @@ def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float = 0
         float(parts["confusion"]),
         float(parts["total"]),
     )
+
+
+def _uem(*groups: Sequence[Turn]) -> Any:
+    """The evaluated span: from the earliest start to the latest end of any turn."""
+    core = optional_import("pyannote.core", "diarize", "DER")
+    turns = [t for g in groups for t in g]
+    if not turns:
+        return core.Timeline([core.Segment(0.0, 0.0)])
+    return core.Timeline([core.Segment(min(t.start for t in turns), max(t.end for t in turns))])
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,8 @@ def naming_accuracy(
     """
     metrics = optional_import("pyannote.metrics.diarization", "diarize", "naming accuracy")
     ref, hyp = to_annotation(reference, "m"), to_annotation(hypothesis, "m")
-    mapping = metrics.DiarizationErrorRate().optimal_mapping(ref, hyp)  # hyp label -> ref label
+    uem = _uem(reference, hypothesis)
+    mapping = metrics.DiarizationErrorRate().optimal_mapping(ref, hyp, uem=uem)  # hyp -> ref
     given = {r: h for h, r in mapping.items()}
     names = set(enrolled)
     counts = [0, 0, 0, 0]

@@ -25,6 +25,7 @@ import numpy as np
 
 from wildvox.audio.io import AudioError, audio_info, load_audio
 from wildvox.audio.vad import speech_segments
+from wildvox.data.files import atomic_path
 
 if TYPE_CHECKING:
     from wildvox.api import SpeakerModel
@@ -56,6 +57,19 @@ class Segments:
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write an ``.npz`` (atomically) with ``starts``, ``ends``, ``embeddings``,
+        ``duration``."""
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.savez(fh, starts=self.starts, ends=self.ends, embeddings=self.embeddings,
+                     duration=np.float64(self.duration))  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Segments:
+        """Read what :meth:`save` wrote."""
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["starts"], z["ends"], z["embeddings"], float(z["duration"]))
 
 
 def window_times(
