@@ -107,7 +107,14 @@ def test_pip_install_gives_a_working_package(wildmix: Path, tmp_path: Path) -> N
     args = [str(a), str(b), str(c), str(work / "det.png")]
     proc = _run([py, "-c", RUN_IN_VENV, *args], 300, env=env, cwd=work)
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(out["wildvox_file"]).is_relative_to(env_dir), out["wildvox_file"]
+    installed = Path(out["wildvox_file"]).parent
+    assert installed.is_relative_to(env_dir), installed
+    # every data file of the package (model weights, web page, py.typed) is in the wheel
+    package = source / "src" / "wildvox"
+    data = [f.relative_to(package) for f in package.rglob("*") if f.is_file() and f.suffix != ".py"]
+    assert any(rel.parts[0] == "pretrained" for rel in data)
+    missing = [str(rel) for rel in data if not (installed / rel).is_file()]
+    assert not missing, f"package data left out of the wheel: {missing}"
     assert out["torch"].startswith("2.13.0"), "pip replaced the CPU torch"
     assert not out["torchaudio"], "torchaudio slipped in; it does not import with this torch"
     assert out["backend"] == "onnx"  # onnxruntime is a runtime dependency
