@@ -4,9 +4,10 @@ The repository's files (tracked, plus new files not ignored by git) are copied t
 folder, installed non-editable with ``pip install <folder>`` after ``torch==2.13.0`` (the local
 CPU wheel; an unpinned torch would resolve to a CUDA build), and the installed package is run:
 ``wildvox.load_model()`` on the shipped model inside the wheel, ``verify`` on two wildmix files,
-``wildvox --help``, and the install hint of a missing optional extra. About 100 s on 2 cores
-(35 s to unpack torch, 50 s to build and install wildvox and its dependencies); the pip cache
-and the local package index keep it offline.
+``wildvox --help``, and the install hint of a missing optional extra. Measured 82-159 s on the
+shared 2 cores (about 35 s to unpack torch, 50 s to build and install wildvox and its
+dependencies, the rest waiting for other jobs); the pip cache and the local package index keep
+it offline.
 """
 
 from __future__ import annotations
