@@ -299,7 +299,7 @@ def _finish(
         raise AudioError(source, f"{bad} samples are NaN or infinite")
     if seconds < min_duration:
         raise AudioError(
-            source, f"too short: {seconds:.3f} s, below the minimum of {min_duration:.3f} s"
+            source, f"too short: {seconds:.4f} s, below the minimum of {min_duration:.3f} s"
         )
     peak = float(np.abs(mono).max())
     if peak > MAX_PEAK:

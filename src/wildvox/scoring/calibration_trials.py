@@ -23,7 +23,7 @@ from wildvox.scoring.calibration import (
     LogisticCalibrator,
     trial_features,
 )
-from wildvox.scoring.cohort import ScoreCohort
+from wildvox.scoring.cohort import ScoreCohort, score_name
 from wildvox.scoring.cosine import cosine_score_pairs
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ __all__ = [
     "CalibrationTrials",
     "build_calibration_trials",
     "cross_fold_llrs",
+    "cross_validated_rates",
     "fit_model_calibration",
     "speaker_folds",
 ]
@@ -274,6 +275,55 @@ def fit_model_calibration(
     feats = trial_features(scores, ("duration",), dur_a=dur[trials.enroll], dur_b=dur[trials.test])
     return Calibration.fit(
         feats, trials.labels, quality=("duration",),
-        score="cosine" if cohort is None else f"as-norm:{cohort.digest}", p_target=p_target,
+        score=score_name(cohort), p_target=p_target,
         fitted_on=f"{len(set(speakers))} held-out speakers, {len(dur)} utterances",
     )  # fmt: skip
+
+
+#: Trials below which a calibration on a user's own trials is only a rough guide: a far=1%
+#: threshold is placed among the top 1 % of non-target LLRs, so 1,000 non-targets leave 10
+#: of them to place it; 50 targets bound the false-reject estimate to about +-7 points.
+MIN_TARGETS, MIN_NONTARGETS = 50, 1000
+
+
+def cross_validated_rates(
+    features: np.ndarray,
+    labels: np.ndarray,
+    quality: Sequence[str] = ("duration",),
+    points: Sequence[str] = ("eer", "far=1%", "far=0.1%"),
+    folds: int = 5,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
+    """False-accept and false-reject rates that each operating point reaches on trials it was
+    not fitted on: ``folds``-fold cross-validation of :meth:`Calibration.fit` over trials
+    (stratified by label), the held-out LLRs of all folds pooled.
+
+    Returns:
+        ``{point: {"far": fraction, "frr": fraction}}``.
+    """
+    f = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("calibration needs both target and non-target trials")
+    k = min(folds, int(y.sum()), int((~y).sum()))
+    if k < 2:
+        raise ValueError("cross-validation needs at least 2 target and 2 non-target trials")
+    rng = np.random.default_rng(seed)
+    fold = np.empty(y.size, dtype=np.int64)
+    for cls in (True, False):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        fold[idx] = np.arange(idx.size) % k
+    accepted = {p: np.zeros(y.size, dtype=bool) for p in points}
+    for i in range(k):
+        held = fold == i
+        cal = Calibration.fit(f[~held], y[~held], quality=quality)
+        test = f[held].copy()
+        if "duration" in quality and cal.duration_range is not None:
+            j = 1 + 2 * list(quality).index("duration")  # clip as Calibration.llr does
+            test[:, j : j + 2] = np.clip(test[:, j : j + 2], *np.log(cal.duration_range))
+        llr = cal.calibrator.transform(test)
+        for p in points:
+            accepted[p][held] = llr >= cal.threshold(p)
+    return {
+        p: {"far": float(a[~y].mean()), "frr": float((~a[y]).mean())} for p, a in accepted.items()
+    }

@@ -114,3 +114,9 @@ class ScoreCohort:
             return cls(cohort, int(meta["top_n"]))
         except (SafetensorError, OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{path}: not a valid cohort file ({exc})") from exc
+
+
+def score_name(cohort: ScoreCohort | None) -> str:
+    """What a model with this cohort scores: ``"cosine"``, or ``"as-norm:<digest>"``; a
+    calibration records it and is refused under any other scoring."""
+    return "cosine" if cohort is None else f"as-norm:{cohort.digest}"
