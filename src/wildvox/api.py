@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ from wildvox.scoring.calibration import SHORT_SECONDS, Calibration
 from wildvox.scoring.cohort import ScoreCohort
 from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize
 from wildvox.store import SpeakerStore, check_top_k, normalize_name
+
+if TYPE_CHECKING:
+    from wildvox.diarize.segments import Segments
 
 logger = logging.getLogger(__name__)
 
@@ -487,6 +491,22 @@ class SpeakerModel:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+    def embed_segments(
+        self,
+        audio: Audio,
+        window: float = 3.0,
+        hop: float = 1.5,
+        *,
+        batch_size: int = 32,
+        sample_rate: int | None = None,
+    ) -> Segments:
+        """Per-window embeddings (N, D) with start/end times (s) of a recording of any length,
+        decoded in blocks: :func:`wildvox.diarize.segments.embed_segments`."""
+        from wildvox.diarize.segments import embed_segments
+
+        return embed_segments(self, audio, window, hop, batch_size=batch_size,
+                              sample_rate=sample_rate)  # fmt: skip
 
 
 def load_model(
