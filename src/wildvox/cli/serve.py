@@ -1,4 +1,7 @@
-"""``wildvox serve``: the HTTP service and web page; ``wildvox serve keys add|list|revoke``."""
+"""``wildvox serve``: the HTTP service and web page; ``wildvox serve keys add|list|revoke``.
+
+The keys commands import neither torch nor the service (they answer at once); ``serve`` loads
+them when it starts."""
 
 from __future__ import annotations
 
@@ -10,11 +13,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from wildvox.api import default_store_path
 from wildvox.cli.common import console, fail, printable, shown
-from wildvox.inference.model_io import ModelFileError
-from wildvox.service.keys import ApiKeyError, ApiKeys, keys_path
-from wildvox.store import StoreError
+from wildvox.service.keys import LOCAL_HOSTS, ApiKeyError, ApiKeys, keys_path
 
 STORE_OPT = typer.Option(
     None, "--store", help="Speaker store file (default: $WILDVOX_STORE); keys live beside it."
@@ -31,7 +31,11 @@ serve_app.add_typer(keys_app, name="keys")
 
 
 def _keys(store: Path | None) -> ApiKeys:
-    return ApiKeys(keys_path(store if store is not None else default_store_path()))
+    if store is None:
+        from wildvox.api import default_store_path  # imports torch: only when needed
+
+        store = default_store_path()
+    return ApiKeys(keys_path(store))
 
 
 @serve_app.callback(invoke_without_command=True)
@@ -53,14 +57,17 @@ def serve(
     header (`wildvox serve keys add LABEL`) unless --no-auth."""
     if ctx.invoked_subcommand is not None:
         return
+    if no_auth and host not in LOCAL_HOSTS:
+        fail(f"--no-auth is allowed only on {', '.join(LOCAL_HOSTS)}, not on {host}")
     try:
         import uvicorn
 
-        from wildvox.service.app import LOCAL_HOSTS, ServiceConfig, create_app
+        from wildvox.service.app import ServiceConfig, create_app
     except ImportError as exc:
         fail(f"{exc}: install the service with `pip install 'wildvox[serve]'`")
-    if no_auth and host not in LOCAL_HOSTS:
-        fail(f"--no-auth is allowed only on {', '.join(LOCAL_HOSTS)}, not on {host}")
+    from wildvox.inference.model_io import ModelFileError
+    from wildvox.store import StoreError
+
     try:
         config = ServiceConfig(
             model=model,

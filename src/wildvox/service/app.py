@@ -47,15 +47,17 @@ from wildvox.service.guard import API_KEY_HEADER, Guard, error_body
 from wildvox.service.keys import ApiKeys, keys_path
 from wildvox.store import SpeakerConflict, StoreError, UnknownSpeaker, check_top_k
 
-__all__ = ["LOCAL_HOSTS", "ServiceConfig", "ServiceError", "create_app"]
+__all__ = ["ServiceConfig", "ServiceError", "create_app"]
 
 logger = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
-#: hosts that ``--no-auth`` may listen on.
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: upload name suffixes kept on the temporary file (libsndfile sniffs the format anyway).
 SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".oga", ".mp3")
 T = TypeVar("T")
+#: the form fields of the endpoints (module level: FastAPI resolves annotations here).
+Upload = Annotated[UploadFile, File(description="A recording: WAV, FLAC, Ogg/Opus, MP3.")]
+Point = Annotated[str, Form(description=f"Operating point: {', '.join(NAMED_POINTS)}, "
+                            "far=X%, frr=X%.")]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -226,10 +228,6 @@ def create_app(config: ServiceConfig | None = None, model: SpeakerModel | None =
                 await run_in_threadpool(_decode, up, field, folder, rate, cfg, min_seconds)
                 for field, up in uploads
             ]
-
-    Upload = Annotated[UploadFile, File(description="A recording: WAV, FLAC, Ogg/Opus, MP3.")]
-    Point = Annotated[str, Form(description=f"Operating point: {', '.join(NAMED_POINTS)}, "
-                                "far=X%, frr=X%.")]  # fmt: skip
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:

@@ -35,8 +35,10 @@ from pathlib import Path
 
 from wildvox.data.files import atomic_write
 
-__all__ = ["KEYS_FILE", "ApiKeyError", "ApiKeys", "KeyInfo", "keys_path"]
+__all__ = ["KEYS_FILE", "LOCAL_HOSTS", "ApiKeyError", "ApiKeys", "KeyInfo", "keys_path"]
 
+#: hosts that the service may listen on without API keys (``--no-auth``).
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 #: the keys file's name, in the speaker store's folder.
 KEYS_FILE = "api_keys.json"
 PREFIX = "wvx"
