@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # logs, progress, errors
+out = Console(soft_wrap=True)  # results: tables and summaries (stdout)
 DEFAULT_DATA = Path("../shared/corpora/wildmix")
 
 
@@ -46,9 +47,45 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def check_device(device: str) -> str:
+    """``--device``: ``cpu``, ``cuda`` or ``cuda:N``; anything else is a one-line error."""
+    kind, _, index = device.partition(":")
+    if (kind == "cpu" and not index) or (kind == "cuda" and (not index or index.isdigit())):
+        return device
+    fail(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+
+
+def listed_path(entry: str, list_file: Path, data: Path | None = None) -> Path:
+    """A path named in a list file: as given when it exists, else next to the list file, in
+    its VoxCeleb ``wav/`` folder, then under ``data`` (``data/wav`` when it has one)."""
+    given = Path(entry)
+    if given.is_absolute() or given.exists():
+        return given
+    base = list_file.resolve().parent
+    roots = [base, base / "wav"]
+    if data is not None:
+        roots += [data / "wav", data]
+    for root in roots:
+        if (root / entry).exists():
+            return root / entry
+    return (data / "wav" if data is not None and (data / "wav").is_dir() else base) / entry
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar; yields ``advance(n)``."""
+    """A rich progress bar on a terminal; elsewhere (a log file, a pipe) a line on stderr
+    every 10 % of the work. Yields ``advance(n)``."""
+    if not console.is_terminal:
+        done = [0]
+        every = max(1, total // 10)
+
+        def advance(n: int) -> None:
+            before, done[0] = done[0], done[0] + n
+            if done[0] // every > before // every or done[0] == total:
+                console.print(f"{description}: {done[0]}/{total}", highlight=False)
+
+        yield advance
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

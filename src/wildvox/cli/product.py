@@ -1,7 +1,9 @@
-"""``wildvox verify / enroll / identify / speakers``: recognition with the shipped model.
+"""``wildvox verify / enroll / identify / speakers``: recognition with a model folder.
 
-Every user error ends in one ``error:`` line and exit status 2, never a traceback; every string
-a user chose (speaker names, paths, recording sources) reaches the terminal through
+Results (tables, ``--json``, ``--jsonl``) go to stdout, logs, progress and errors to stderr.
+``verify`` exits 0 on accept, 1 on reject; ``identify`` 0 when a speaker is named, 1 for
+unknown; 2 is an error. Every user error ends in one ``error:`` line, never a traceback; every
+string a user chose (speaker names, paths, recording sources) reaches the terminal through
 :func:`~wildvox.cli.common.shown`, so markup, emoji codes and terminal escapes in it are shown
 literally. Nothing is printed between a store write and the end of its command that could fail.
 """
@@ -9,6 +11,7 @@ literally. Nothing is printed between a store write and the end of its command t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,7 +22,17 @@ from rich.text import Text
 
 from wildvox.api import MAX_SECONDS, SpeakerModel, load_model
 from wildvox.audio.io import AudioError
-from wildvox.cli.common import console, fail, printable, shown
+from wildvox.cli.common import (
+    check_device,
+    console,
+    fail,
+    listed_path,
+    out,
+    printable,
+    setup_logging,
+    shown,
+)
+from wildvox.cli.product_batch import identify_many, verify_pairs
 from wildvox.inference.model_io import ModelFileError
 from wildvox.store import MAX_NAME_LENGTH, StoreError, check_top_k
 
@@ -29,6 +42,8 @@ POINT_OPT = typer.Option(
     "eer", "--operating-point", "-p", help="eer, min-dcf, bayes, far=1%, far=0.1%, far=X%, frr=X%."
 )
 JSON_OPT = typer.Option(False, "--json", help="Print JSON for scripts.")
+JSONL_OPT = typer.Option(False, "--jsonl", help="Batch: one JSON object per line, as it comes.")
+DEVICE_OPT = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")
 MAX_OPT = typer.Option(
     MAX_SECONDS, "--max-seconds", help="Longest recording accepted, in seconds (work bound)."
 )
@@ -48,46 +63,83 @@ def _fail(exc: BaseException) -> NoReturn:
     fail(printable(exc))
 
 
-def _open(model: Path | None, store: Path | None, max_seconds: float = MAX_SECONDS) -> SpeakerModel:
+def _open(
+    model: Path | None, store: Path | None, max_seconds: float = MAX_SECONDS, device: str = "cpu"
+) -> SpeakerModel:
     if not max_seconds > 0:
         fail(f"--max-seconds must be > 0, got {max_seconds}")
+    setup_logging()  # an uncalibrated model's warning, on stderr
     try:
-        m = load_model(model, store=store)
-    except (ModelFileError, ValueError) as exc:
+        m = load_model(model, store=store, device=check_device(device))
+    except (ModelFileError, ValueError, RuntimeError) as exc:  # RuntimeError: no such CUDA device
         _fail(exc)
     m.max_seconds = max_seconds
     return m
 
 
+def clean(value: Any) -> Any:
+    """JSON-ready: floats rounded to 4 decimals (NaN/inf -> None), tuples as lists."""
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
 def _emit(payload: dict[str, Any], as_json: bool, table: Table | None = None) -> None:
     if as_json:
-        typer.echo(json.dumps(payload, indent=2, default=float))
+        typer.echo(json.dumps(clean(payload), indent=2, ensure_ascii=False))
     elif table is not None:
-        console.print(table)
+        out.print(table)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def verify(
-    a: Path = typer.Argument(..., help="First recording."),
-    b: Path = typer.Argument(..., help="Second recording."),
+    a: Path | None = typer.Argument(None, help="First recording."),
+    b: Path | None = typer.Argument(None, help="Second recording."),
+    pairs: Path | None = typer.Option(
+        None,
+        "--pairs",
+        help="Batch: a file of 'A B' lines, or a trial list 'LABEL A B' (then "
+        "also EER / MinDCF and the false accepts / rejects reached). Relative paths: as given, "
+        "else next to the list (and its wav/ folder).",
+    ),
     operating_point: str = POINT_OPT,
     model: Path | None = MODEL_OPT,
     as_json: bool = JSON_OPT,
+    jsonl: bool = JSONL_OPT,
     max_seconds: float = MAX_OPT,
+    device: str = DEVICE_OPT,
 ) -> None:
     """Same speaker? Prints the score, the calibrated LLR and accept/reject.
 
+    Exit status: 0 accept, 1 reject, 2 error. With --pairs: 0 when every pair was decided, 2
+    when some could not be (their lines say why); each file is embedded once however many
+    pairs use it, and a summary ends the output.
+
     A recording with too little speech (Silero VAD) is rejected with reliable: false."""
-    m = _open(model, None, max_seconds)
+    if (pairs is None) == (a is None or b is None) or (pairs is not None and a is not None):
+        fail("give two recordings A B, or --pairs FILE")
+    m = _open(model, None, max_seconds, device)
+    if pairs is not None:
+        raise typer.Exit(verify_pairs(m, pairs, operating_point, as_json, jsonl))
+    assert a is not None and b is not None
     try:
         v = m.verify(a, b, operating_point)
     except (AudioError, ValueError, ModelFileError) as exc:
         _fail(exc)
-    table = Table(f"score ({m.scoring})", "cosine", "LLR", "threshold (LLR)", "decision", "note")
+    table = Table(f"score ({m.scoring})", "cosine", "LLR", "threshold", "decision", "note")
     decision = "[green]accept[/]" if v.accept else "[red]reject[/]"
-    table.add_row(f"{v.score:.4f}", f"{v.cosine:.4f}", f"{v.llr:.2f}",
+    table.add_row(f"{v.score:.4f}", f"{v.cosine:.4f}", _num(v.llr, 2),
                   shown(f"{v.threshold:.2f} ({v.operating_point})"), decision,
                   shown(v.note))  # fmt: skip
-    _emit(asdict(v), as_json, table)
+    _emit(asdict(v), as_json or jsonl, table)
+    raise typer.Exit(0 if v.accept else 1)
 
 
 def _stored_name(m: SpeakerModel, name: str) -> str:
@@ -106,11 +158,13 @@ def enroll(
     store: Path | None = STORE_OPT,
     as_json: bool = JSON_OPT,
     max_seconds: float = MAX_OPT,
+    device: str = DEVICE_OPT,
 ) -> None:
     """Enroll (or add recordings to) a speaker; nothing is written if any file or the name
-    is bad, or a recording has too little speech. A name differing from an enrolled one only
-    in case or spacing adds to that one."""
-    m = _open(model, store, max_seconds)
+    is bad, a recording has too little speech, or is already enrolled for the speaker (the
+    same content, under any file name). A name differing from an enrolled one only in case or
+    spacing adds to that one."""
+    m = _open(model, store, max_seconds, device)
     try:
         count = m.enroll(name, list(files))
         stored = _stored_name(m, name)
@@ -122,38 +176,71 @@ def enroll(
         typer.echo(json.dumps({"speaker": stored, "utterances": count}))
     else:
         where = f": {count} utterance(s) in "
-        console.print(Text.assemble("enrolled ", shown(stored, "bold"), where, shown(m.store_path)))
+        out.print(Text.assemble("enrolled ", shown(stored, "bold"), where, shown(m.store_path)))
 
 
 def identify(
-    file: Path = typer.Argument(..., help="Recording to identify."),
+    inputs: list[Path] = typer.Argument(None, help="Recordings or folders of recordings."),
+    list_file: Path | None = typer.Option(
+        None, "--list", help="Batch: a file of recording paths, one per line."
+    ),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many candidates (>= 1)."),
     operating_point: str = POINT_OPT,
     model: Path | None = MODEL_OPT,
     store: Path | None = STORE_OPT,
     as_json: bool = JSON_OPT,
+    jsonl: bool = JSONL_OPT,
     max_seconds: float = MAX_OPT,
+    device: str = DEVICE_OPT,
 ) -> None:
-    """Who is speaking? Top-k enrolled speakers, or "unknown" below the threshold (and for a
-    recording with too little speech)."""
+    """Who is speaking? Top-k enrolled speakers ranked by calibrated LLR, or "unknown" below
+    the threshold (and for a recording with too little speech, or with more than one voice:
+    multiple_speakers: true).
+
+    Exit status: 0 when a speaker is named, 1 for unknown, 2 for an error. Several inputs
+    (files, folders, --list) are identified in one process: one line each (a table row or
+    --jsonl), a summary, and exit 0 when every input was named, 1 when some were unknown, 2
+    when some could not be read."""
     try:
         check_top_k(top_k, "--top-k")
     except ValueError as exc:
         _fail(exc)
-    m = _open(model, store, max_seconds)
+    files = identify_inputs(inputs or [], list_file)
+    m = _open(model, store, max_seconds, device)
     try:
-        r = m.identify(file, top_k=top_k, operating_point=operating_point)
-    except (AudioError, ValueError, StoreError, ModelFileError) as exc:
-        _fail(exc)
+        if len(files) > 1 or list_file is not None or jsonl:
+            code = identify_many(m, files, top_k, operating_point, as_json, jsonl)
+            raise typer.Exit(code)
+        try:
+            r = m.identify(files[0], top_k=top_k, operating_point=operating_point)
+        except (AudioError, ValueError, StoreError, ModelFileError) as exc:
+            _fail(exc)
     finally:
         m.close()
     title = Text.assemble("answer: ", shown(r.speaker or "unknown"))
     table = Table("rank", "speaker", f"score ({m.scoring})", "cosine", "LLR", title=title)
     for i, c in enumerate(r.candidates, 1):
-        table.add_row(str(i), shown(c.name), f"{c.score:.4f}", f"{c.cosine:.4f}", f"{c.llr:.2f}")
+        table.add_row(str(i), shown(c.name), f"{c.score:.4f}", f"{c.cosine:.4f}", _num(c.llr, 2))
     if r.note and not as_json:
         console.print(shown(r.note, "yellow"))
     _emit(asdict(r), as_json, table)
+    raise typer.Exit(0 if r.speaker is not None else 1)
+
+
+def identify_inputs(inputs: list[Path], list_file: Path | None) -> list[Path]:
+    """The recordings named by arguments (folders: their audio files) and ``--list``."""
+    from wildvox.cli.evaluate import collect_inputs
+
+    files = [p for _, p in collect_inputs(inputs)]
+    if list_file is not None:
+        try:
+            lines = list_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            fail(f"{list_file}: cannot read ({exc.strerror or exc})")
+        files += [listed_path(line.strip(), list_file) for line in lines if line.strip()]
+    if not files:
+        fail("give recordings, folders or --list FILE")
+    return files
 
 
 @speakers_app.command("list")
@@ -197,25 +284,45 @@ def speakers_show(
 
 @speakers_app.command("remove")
 def speakers_remove(
-    name: str, model: Path | None = MODEL_OPT, store: Path | None = STORE_OPT
+    name: str,
+    model: Path | None = MODEL_OPT,
+    store: Path | None = STORE_OPT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = JSON_OPT,
 ) -> None:
-    """Delete a speaker and its utterances (the name is matched regardless of case)."""
+    """Delete a speaker and its utterances (the name is matched regardless of case). On a
+    terminal it asks first (--yes skips the question)."""
     m = _open(model, store)
     try:
-        record = m.store().remove(name)
+        record = m.store().get(name)
+        if not yes and console.is_terminal:
+            question = f"remove {printable(record.name)} ({record.num_utterances} utterance(s))?"
+            if not typer.confirm(question, err=True):
+                console.print("nothing removed")
+                raise typer.Exit(1)
+        record = m.store().remove(record.name)
     except StoreError as exc:
         _fail(exc)
     finally:
         m.close()
+    if as_json:
+        typer.echo(json.dumps({"removed": record.name, "utterances": record.num_utterances},
+                              ensure_ascii=False))  # fmt: skip
+        return
     count = f" ({record.num_utterances} utterance(s))"
-    console.print(Text.assemble("removed ", shown(record.name, "bold"), count))
+    out.print(Text.assemble("removed ", shown(record.name, "bold"), count))
 
 
 @speakers_app.command("export")
 def speakers_export(
     path: Path, model: Path | None = MODEL_OPT, store: Path | None = STORE_OPT
 ) -> None:
-    """Write every speaker (embeddings, durations, sources, model id) to a file."""
+    """Write every speaker (embeddings, durations, sources, model id) to a JSON Lines file:
+    one header line, then one JSON object per speaker. Name it .jsonl: a .json name is
+    refused, as the file is not one JSON document."""
+    if path.suffix.lower() == ".json":
+        fail(f"{path}: the export is JSON Lines (one object per line), not one JSON document; "
+             f"name it {path.with_suffix('.jsonl').name}")  # fmt: skip
     m = _open(model, store)
     try:
         n = m.store().export(path)
@@ -223,7 +330,7 @@ def speakers_export(
         _fail(exc)
     finally:
         m.close()
-    console.print(Text.assemble(f"exported {n} speaker(s) to ", shown(path)))
+    out.print(Text.assemble(f"exported {n} speaker(s) to ", shown(path), " (JSON Lines)"))
 
 
 @speakers_app.command("import")
@@ -244,4 +351,6 @@ def speakers_import(
         _fail(exc)
     finally:
         m.close()
-    console.print(Text.assemble("imported from ", shown(path), f": {summary}"))
+    done = (f": {summary.added} added, {summary.merged} merged, {summary.replaced} replaced "
+            f"speaker(s), {summary.utterances} utterance(s)")  # fmt: skip
+    out.print(Text.assemble("imported from ", shown(path), done))
