@@ -480,13 +480,26 @@ def _apply_override(data: dict[str, Any], override: str) -> None:
         raise ConfigError(f"override {override!r} must look like section.key=value")
     dotted, raw = override.split("=", 1)
     parts = dotted.strip().split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node: Any = data
+    for depth, part in enumerate(parts):
+        if isinstance(node, list):  # a list item by index: dataset.train.0.max_utts_per_speaker
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(
+                    f"override {override!r}: {part!r} is not an index of "
+                    f"{'.'.join(parts[:depth])} (0 to {len(node) - 1})"
+                )
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise ConfigError(f"override {override!r}: {parts[depth - 1]!r} is not a section")
+        if depth == len(parts) - 1:
+            break
+        if isinstance(node, dict) and key not in node:
+            node[key] = {}
+        node = node[key]
     try:
-        node[parts[-1]] = _parse_yaml(raw) if raw.strip() else ""
+        node[key] = _parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {override!r}: not valid YAML ({_yaml_problem(exc)})") from None
     except ConfigError as exc:

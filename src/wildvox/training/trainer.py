@@ -371,7 +371,7 @@ class Trainer:
         t = self.cfg.train
         self.net.train()
         self.head.train()
-        start = time.perf_counter()
+        start = epoch_start = time.perf_counter()  # start: since the last checkpoint
         totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, items (this rank)
         tick = time.perf_counter()
         for wavs, labels, indices in loader:
@@ -395,7 +395,7 @@ class Trainer:
                 self.save()
             tick = time.perf_counter()
         self.train_seconds += time.perf_counter() - start
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - epoch_start  # the whole epoch, checkpoints included
         dist.all_reduce_sum(totals)
         stats = EpochStats(
             epoch=self.epoch + 1,
