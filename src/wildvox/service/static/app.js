@@ -174,6 +174,8 @@ async function doEnroll() {
   show("enroll-result", el("p", "enrolling…"));
   try {
     const r = await call("POST", "/v1/enroll", form);
+    $("enroll-files").value = "";  // the next speaker starts from an empty choice
+    delete recorded["enroll"];
     show("enroll-result", el("p", `Enrolled ${r.name}: ${r.num_utterances} recording(s), ` +
                                   `${fmt(r.total_duration, 1)} s in all.`));
     await refreshSpeakers();
