@@ -6,7 +6,7 @@ TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 DATA ?= $(or $(WILDVOX_DATA),../shared/corpora/wildmix)
 
-.PHONY: demo train-demo test lint typecheck pytest venv bench clean
+.PHONY: demo train-demo test lint typecheck pytest browser venv bench clean
 
 venv: $(STAMP)
 
@@ -32,8 +32,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy src
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Debian's chromium + chromedriver for tests/test_web_page.py (Playwright's browser download
+# cannot work here). A no-op when both are installed; when apt-get is unavailable, not root,
+# or fails, it says so and the page test skips with that reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver) || echo "browser: apt-get install chromium failed:" \
+			"tests/test_web_page.py will skip"; \
+	else echo "browser: chromium/chromedriver missing and apt-get unavailable (or not root):" \
+		"tests/test_web_page.py will skip"; fi
 
 test: lint typecheck pytest
 
