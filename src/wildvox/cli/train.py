@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from wildvox.cli.common import console, fail, resolve_data, setup_logging
+from wildvox.cli.common import check_device, console, fail, resolve_data, setup_logging
 from wildvox.config import Config, ConfigError, load_config
 from wildvox.data.corpora.voxceleb import CorpusError, training_data
 from wildvox.training import distributed
@@ -73,17 +73,33 @@ def run_training(cfg: Config, out: Path, resume: bool, show: bool = True) -> Tra
 def train(
     config: Path | None = typer.Option(None, "--config", "-c", help="Recipe YAML."),
     data: Path | None = typer.Option(None, help="Evaluation corpus root (VoxCeleb layout)."),
-    set_: list[str] = typer.Option([], "--set", help="Override, e.g. train.epochs=3."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override, e.g. train.epochs=3 or dataset.train.0.max_utts_per_speaker=8."
+    ),
     out: Path | None = typer.Option(None, help="Run folder (default runs/<recipe name>)."),
     resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda or cuda:N (default: the recipe's train.device)."
+    ),
+    calibrate: bool = typer.Option(
+        True,
+        help="Fit the model's cohort and calibration on the recipe's `calibration` "
+        "(held-out) speakers at the end.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Train a speaker embedding model; writes checkpoints and the exported model.
+    """Train a speaker embedding model; writes checkpoints and the exported model, then
+    calibrates it on the recipe's held-out speakers (`calibration` section) so that verify,
+    identify and enroll accept it at once. Without a `calibration` section the model scores
+    uncalibrated (a warning says how to calibrate it). Ctrl-C stops with the last checkpoint
+    kept: rerun the command with --resume to continue.
 
     Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (gloo on CPU,
     nccl on CUDA), ``train.batch_size`` split over the N processes; rank 0 reports and writes.
     """
     setup_logging(verbose)
+    if device is not None:
+        set_ = [*set_, f"train.device={check_device(device)}"]
     try:
         cfg = load_config(config, set_, data_root=str(resolve_data(data)))
     except ConfigError as exc:
@@ -91,9 +107,44 @@ def train(
     ctx = distributed.init_from_env(cfg.train.device)
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
+    run_dir = out or Path("runs") / cfg.name
     try:
-        result = run_training(cfg, out or Path("runs") / cfg.name, resume, show=ctx.is_main)
+        result = run_training(cfg, run_dir, resume, show=ctx.is_main)
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            _interrupted(run_dir)
+        raise typer.Exit(130) from None
     finally:
         distributed.shutdown()
-    if ctx.is_main:
-        console.print(f"model written to {result.model_dir} ({result.seconds:.0f} s of training)")
+    if not ctx.is_main:
+        return
+    console.print(f"model written to {result.model_dir} ({result.seconds:.0f} s of training)")
+    if not calibrate:
+        return
+    if not cfg.calibration:
+        console.print(
+            "[yellow]warning:[/] the recipe has no `calibration` section (held-out speakers): "
+            "the model scores uncalibrated (calibrated: false, no LLR). Calibrate it with "
+            f"`wildvox calibrate-model --model {result.model_dir} -c RECIPE`",
+            highlight=False,
+        )
+        return
+    from wildvox.cli.ship import calibrate_model
+
+    calibrate_model(model=result.model_dir, config=None, data=data, per_speaker=80,
+                    cohort_per_speaker=20, top_n=100, seed=cfg.train.seed)  # fmt: skip
+
+
+def _interrupted(run_dir: Path) -> None:
+    """What Ctrl-C leaves and how to go on."""
+    from wildvox.training.trainer import checkpoint_path
+
+    ckpt = checkpoint_path(run_dir)
+    if ckpt.is_file():
+        console.print(
+            f"interrupted: the last checkpoint is {ckpt}; continue with the same command and "
+            "--resume (the steps since that checkpoint are redone)",
+            highlight=False,
+        )
+    else:
+        console.print("interrupted before the first checkpoint: nothing to resume")

@@ -90,6 +90,11 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def checkpoint_path(run_dir: Path) -> Path:
+    """The checkpoint a run in ``run_dir`` resumes from (``--resume``)."""
+    return run_dir / "checkpoints" / "last.pt"
+
+
 class Trainer:
     """Trains a :class:`SpeakerNet` and a margin head on ``train`` utterances.
 
@@ -162,7 +167,7 @@ class Trainer:
 
     @property
     def ckpt_path(self) -> Path:
-        return self.out_dir / "checkpoints" / "last.pt"
+        return checkpoint_path(self.out_dir)
 
     def load_initial_weights(self, path: Path) -> None:
         """Start from the network and head of a checkpoint or exported model (a new stage)."""
