@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -120,3 +121,19 @@ def shown(value: object, style: str = "") -> Text:
     '[white on white]mallory[/] \\\\x1b[2J'
     """
     return Text(printable(value), style=style)
+
+
+def clean(value: Any) -> Any:
+    """JSON-ready results: floats rounded to 4 decimals (NaN/inf -> None), tuples as lists,
+    so that no ``0.7394000000000001`` or ``NaN`` reaches a script.
+
+    >>> clean({"eer": 0.07394000000000001, "d": (1.0, float("nan"))})
+    {'eer': 0.0739, 'd': [1.0, None]}
+    """
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value

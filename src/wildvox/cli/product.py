@@ -11,7 +11,6 @@ literally. Nothing is printed between a store write and the end of its command t
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from wildvox.api import MAX_SECONDS, SpeakerModel, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.common import (
     check_device,
+    clean,
     console,
     fail,
     listed_path,
@@ -75,17 +75,6 @@ def _open(
         _fail(exc)
     m.max_seconds = max_seconds
     return m
-
-
-def clean(value: Any) -> Any:
-    """JSON-ready: floats rounded to 4 decimals (NaN/inf -> None), tuples as lists."""
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
 
 
 def _emit(payload: dict[str, Any], as_json: bool, table: Table | None = None) -> None:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from wildvox.api import WINDOW_SECONDS, SpeakerModel
 from wildvox.audio.io import AudioError
-from wildvox.cli.common import fail, listed_path, out, printable, progress_bar, shown
+from wildvox.cli.common import clean, fail, listed_path, out, printable, progress_bar, shown
 from wildvox.inference.answers import Embedded
 from wildvox.inference.model_io import ModelFileError
 from wildvox.store import StoreError
@@ -26,15 +26,9 @@ Embedder = Callable[[Path], Embedded]
 _ERRORS = (AudioError, ValueError, ModelFileError, StoreError, OSError)
 
 
-def _clean(value: Any) -> Any:
-    from wildvox.cli.product import clean
-
-    return clean(value)
-
-
 def _line(row: dict[str, Any], jsonl: bool, text: Text) -> None:
     if jsonl:
-        typer.echo(json.dumps(_clean(row), ensure_ascii=False))
+        typer.echo(json.dumps(clean(row), ensure_ascii=False))
     else:
         out.print(text)
 
@@ -97,10 +91,10 @@ def verify_pairs(
             advance(1)
     summary = _pairs_summary(m, rows, threshold, operating_point, time.perf_counter() - started)
     if as_json:
-        typer.echo(json.dumps(_clean({"pairs": rows, "summary": summary}), indent=2,
+        typer.echo(json.dumps(clean({"pairs": rows, "summary": summary}), indent=2,
                               ensure_ascii=False))  # fmt: skip
     elif jsonl:
-        typer.echo(json.dumps(_clean({"summary": summary})))
+        typer.echo(json.dumps(clean({"summary": summary})))
     else:
         out.print(_summary_text(summary), highlight=False)
     return 2 if summary["errors"] else 0
@@ -195,10 +189,10 @@ def identify_many(
                "errors": errors, "operating_point": point, "calibrated": m.calibrated,
                "seconds": time.perf_counter() - started}  # fmt: skip
     if as_json:
-        typer.echo(json.dumps(_clean({"results": rows, "summary": summary}), indent=2,
+        typer.echo(json.dumps(clean({"results": rows, "summary": summary}), indent=2,
                               ensure_ascii=False))  # fmt: skip
     elif jsonl:
-        typer.echo(json.dumps(_clean({"summary": summary})))
+        typer.echo(json.dumps(clean({"summary": summary})))
     else:
         out.print(f"{named}/{len(rows)} named, {summary['unknown']} unknown, {errors} failed, "
                   f"in {summary['seconds']:.1f} s", highlight=False)  # fmt: skip
