@@ -74,7 +74,8 @@ def test_noise_cannot_be_enrolled_or_identified(
     with pytest.raises(AudioError, match=rf"{kind}.wav: only 0.00 s of speech found"):
         model.enroll(f"noise-{kind}", [noise])
     assert f"noise-{kind}" not in {r.name for r in model.store().list_speakers()}
-    model.enroll("reader", _speech(wildmix, 1))
+    if "reader" not in {r.name for r in model.store().list_speakers()}:
+        model.enroll("reader", _speech(wildmix, 1))
     answer = model.identify(noise)
     assert answer.speaker is None and not answer.reliable and answer.speech < MIN_SPEECH_SECONDS
 

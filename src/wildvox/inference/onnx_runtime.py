@@ -29,6 +29,7 @@ from torch import nn
 
 from wildvox.data.files import atomic_path
 from wildvox.inference.model_io import META, read_meta, update_model_extra
+from wildvox.registry import optional_import
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ def export_embedder(
         OnnxExportError: export failed or ONNX Runtime disagrees with eager by more than
             ``atol`` on any embedding value.
     """
-    import onnx
-
+    onnx = optional_import("onnx", "export", "export-onnx")
     path = Path(model_dir) / ONNX_FILE
     embedder.eval()
     example = (torch.randn(2, 200, feat_dim), torch.tensor([200, 130]))

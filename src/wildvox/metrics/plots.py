@@ -20,7 +20,7 @@ from wildvox.registry import optional_import
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["det_points", "plot_confusion", "plot_det", "probit"]
+__all__ = ["det_points", "plot_det", "probit"]
 
 _TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8]
 _CLIP = 1e-5
@@ -97,47 +97,4 @@ def plot_det(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     logger.info("wrote DET plot of %d system(s) to %s", len(curves), out)
-    return out
-
-
-def plot_confusion(
-    matrix: ArrayLike,
-    path: str | Path,
-    class_names: Sequence[str] | None = None,
-    normalize: bool = True,
-) -> Path:
-    """Save a confusion matrix ``m[true, predicted]`` (C, C) as an image.
-
-    Args:
-        matrix: (C, C) counts, e.g. from :func:`~wildvox.metrics.identification.confusion_matrix`.
-        path: output file.
-        class_names: optional C tick labels (shown when C <= 50).
-        normalize: colour by row-normalised rates (each true class sums to 1).
-    """
-    m = np.asarray(matrix, dtype=np.float64)
-    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
-        raise ValueError(f"confusion matrix must be square (C, C), got shape {m.shape}")
-    if not np.isfinite(m).all() or (m < 0).any():
-        raise ValueError("confusion matrix must hold finite non-negative counts")
-    c = m.shape[0]
-    if class_names is not None and len(class_names) != c:
-        raise ValueError(f"{len(class_names)} class names for {c} classes")
-    if normalize:
-        rows = m.sum(axis=1, keepdims=True)
-        m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    figure = _matplotlib()
-    size = min(12.0, 3.0 + 0.25 * c)
-    fig = figure(figsize=(size, size))
-    ax = fig.add_subplot(1, 1, 1)
-    image = ax.imshow(m, cmap="viridis", interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    if class_names is not None and c <= 50:
-        ax.set_xticks(np.arange(c), list(class_names), rotation=90, fontsize="x-small")
-        ax.set_yticks(np.arange(c), list(class_names), fontsize="x-small")
-    ax.set_xlabel("Predicted class")
-    ax.set_ylabel("True class")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    logger.info("wrote %dx%d confusion matrix to %s", c, c, out)
     return out
