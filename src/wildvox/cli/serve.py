@@ -50,11 +50,14 @@ def serve(
     ),
     max_upload_mb: float = typer.Option(25.0, help="Largest request body, in MiB."),
     max_seconds: float = typer.Option(120.0, help="Longest recording accepted, in seconds."),
+    max_diarize_seconds: float = typer.Option(
+        1800.0, help="Longest recording /v1/diarize accepts, in seconds (decoded in blocks)."
+    ),
     threads: int = typer.Option(1, help="CPU threads of the embedder."),
 ) -> None:
-    """Serve /v1/embed, /v1/verify, /v1/enroll, /v1/identify, /v1/speakers and /healthz, with
-    the web page at / and the OpenAPI docs at /docs. Every /v1/ request needs an X-API-Key
-    header (`wildvox serve keys add LABEL`) unless --no-auth."""
+    """Serve /v1/embed, /v1/verify, /v1/enroll, /v1/identify, /v1/diarize, /v1/speakers and
+    /healthz, with the web page at / and the OpenAPI docs at /docs. Every /v1/ request needs
+    an X-API-Key header (`wildvox serve keys add LABEL`) unless --no-auth."""
     if ctx.invoked_subcommand is not None:
         return
     if no_auth and host not in LOCAL_HOSTS:
@@ -75,6 +78,7 @@ def serve(
             auth=not no_auth,
             max_upload_bytes=round(max_upload_mb * 2**20),
             max_seconds=max_seconds,
+            max_diarize_seconds=max_diarize_seconds,
             threads=threads,
         )
         app = create_app(config)

@@ -1,7 +1,7 @@
 """The HTTP service: ``create_app(config)`` -> a FastAPI app serving the model and its store.
 
 Endpoints (JSON; uploads are ``multipart/form-data``): ``POST /v1/embed``, ``/v1/verify``,
-``/v1/enroll``, ``/v1/identify``; ``GET /v1/speakers``, ``GET``/``DELETE
+``/v1/enroll``, ``/v1/identify``, ``/v1/diarize``; ``GET /v1/speakers``, ``GET``/``DELETE
 /v1/speakers/{name}``; ``GET /healthz``; the web page at ``/``; OpenAPI docs at ``/docs``.
 
 Concurrency: the model is loaded once. Uploads are decoded (soundfile + soxr) in the request
@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from wildvox.api import SpeakerModel, load_model
 from wildvox.audio.io import AudioError, audio_info, load_audio
+from wildvox.diarize import diarize
 from wildvox.inference.model_io import ModelFileError
 from wildvox.scoring.calibration import NAMED_POINTS
 from wildvox.service.guard import API_KEY_HEADER, Guard, error_body
@@ -70,12 +71,14 @@ class ServiceConfig:
     auth: bool = True
     max_upload_bytes: int = 25 * 2**20  # one request's body
     max_seconds: float = 120.0  # one recording
+    max_diarize_seconds: float = 1800.0  # one recording to diarize (decoded block by block)
     max_files: int = 20  # recordings in one enroll request
     threads: int = 1  # CPU threads of the embedder
 
     def __post_init__(self) -> None:
-        if self.max_upload_bytes < 1 or not self.max_seconds > 0 or self.max_files < 1:
-            raise ValueError("max_upload_bytes, max_seconds and max_files must be positive")
+        if (self.max_upload_bytes < 1 or not self.max_seconds > 0 or self.max_files < 1
+                or not self.max_diarize_seconds > 0):  # fmt: skip
+            raise ValueError("the upload, duration and file limits must be positive")
         if self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
 
@@ -142,9 +145,9 @@ def _upload_dir() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _decode(upload: UploadFile, field: str, folder: Path, rate: int, cfg: ServiceConfig,
-            min_seconds: float) -> np.ndarray:  # fmt: skip
-    """One uploaded recording -> float32 mono at ``rate``; runs in a request thread."""
+def _save(upload: UploadFile, field: str, folder: Path, max_seconds: float) -> Path:
+    """Write one upload to ``folder`` and check its header: readable audio of at most
+    ``max_seconds``. Runs in a request thread."""
     name = upload.filename or field
     suffix = Path(name).suffix.lower()
     path = folder / f"{field}{suffix if suffix in SUFFIXES else '.bin'}"
@@ -152,12 +155,23 @@ def _decode(upload: UploadFile, field: str, folder: Path, rate: int, cfg: Servic
         shutil.copyfileobj(upload.file, out)
     try:
         seconds = audio_info(path).duration
-        if seconds > cfg.max_seconds:
-            raise ServiceError(413, "audio_too_long",
-                               f"{seconds:.1f} s is over the limit of {cfg.max_seconds:g} s "
-                               "per recording", field=field, filename=name)  # fmt: skip
+    except AudioError as exc:
+        raise ServiceError(422, "bad_audio", exc.reason, field=field, filename=name) from None
+    if seconds > max_seconds:
+        raise ServiceError(413, "audio_too_long",
+                           f"{seconds:.1f} s is over the limit of {max_seconds:g} s per "
+                           "recording", field=field, filename=name)  # fmt: skip
+    return path
+
+
+def _decode(upload: UploadFile, field: str, folder: Path, rate: int, cfg: ServiceConfig,
+            min_seconds: float) -> np.ndarray:  # fmt: skip
+    """One uploaded recording -> float32 mono at ``rate``; runs in a request thread."""
+    path = _save(upload, field, folder, cfg.max_seconds)
+    try:
         return load_audio(path, sample_rate=rate, min_duration=min_seconds)
     except AudioError as exc:
+        name = upload.filename or field
         raise ServiceError(422, "bad_audio", exc.reason, field=field, filename=name) from None
     finally:
         path.unlink(missing_ok=True)
@@ -243,6 +257,7 @@ def create_app(config: ServiceConfig | None = None, model: SpeakerModel | None =
             "max_upload_bytes": cfg.max_upload_bytes,
             "max_seconds": cfg.max_seconds,
             "max_files": cfg.max_files,
+            "max_diarize_seconds": cfg.max_diarize_seconds,
         }
 
     @app.post("/v1/embed", tags=["recognition"], dependencies=scheme)
@@ -296,6 +311,33 @@ def create_app(config: ServiceConfig | None = None, model: SpeakerModel | None =
         (wave,) = await decode([("file", file)])
         ident = await run(lambda m: m.identify(wave, top_k, operating_point, sample_rate=rate))
         return asdict(ident)
+
+    @app.post("/v1/diarize", tags=["recognition"], dependencies=scheme)
+    async def diarize_recording(
+        file: Upload,
+        num_speakers: Annotated[
+            int | None, Form(description="Speakers in the recording (else estimated).", ge=1)
+        ] = None,
+        operating_point: Point = "eer",
+    ) -> dict[str, Any]:
+        """Who spoke when: turns (seconds) and one entry per speaker, clusters named after
+        enrolled speakers that pass the identification operating point, else ``unknown-N``.
+        Recordings up to ``max_diarize_seconds``, decoded block by block."""
+        with _upload_dir() as folder:
+            path = await run_in_threadpool(_save, file, "file", folder, cfg.max_diarize_seconds)
+
+            def work(m: SpeakerModel) -> dict[str, Any]:
+                if m.store_path.exists():
+                    m.store()  # opened here, so the longer-limit view below shares it
+                longer = dataclasses.replace(m, max_seconds=cfg.max_diarize_seconds)
+                try:
+                    return diarize(longer, path, num_speakers, operating_point).to_json()
+                except AudioError as exc:
+                    name = file.filename or "file"
+                    raise ServiceError(422, "bad_audio", exc.reason, field="file",
+                                       filename=name) from None  # fmt: skip
+
+            return await run(work)
 
     @app.get("/v1/speakers", tags=["speakers"], dependencies=scheme)
     async def list_speakers() -> dict[str, Any]:
