@@ -129,10 +129,15 @@ def train(
             highlight=False,
         )
         return
-    from wildvox.cli.ship import calibrate_model
+    # `wildvox calibrate-model --model DIR` itself, with its defaults: the model's saved config
+    # names the calibration corpora
+    from wildvox.cli.main import load_command
 
-    calibrate_model(model=result.model_dir, config=None, data=data, per_speaker=80,
-                    cohort_per_speaker=20, top_n=100, seed=cfg.train.seed)  # fmt: skip
+    args = ["--model", str(result.model_dir), "--seed", str(cfg.train.seed)]
+    code = load_command("calibrate-model").main(args, "wildvox calibrate-model",
+                                                standalone_mode=False)  # fmt: skip
+    if code:
+        raise typer.Exit(code)
 
 
 def _interrupted(run_dir: Path) -> None:
