@@ -17,13 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 from fastapi.testclient import TestClient
 
 import wildvox
 from wildvox.api import SpeakerModel
+from wildvox.audio.io import load_audio
 from wildvox.service.app import ServiceConfig, create_app
 from wildvox.service.keys import ApiKeyError, ApiKeys, keys_path
 
@@ -226,6 +229,38 @@ def test_bad_requests_get_json_4xx_and_leave_the_store(
         assert client.get("/v1/speakers").json() == before
     with sqlite3.connect(store) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_diarize_names_enrolled_speakers(
+    model: SpeakerModel, wildmix: Path, tmp_path: Path
+) -> None:
+    """A 3-turn meeting (A, B, A) from wildmix files: two unknown speakers, then named."""
+    wav = tmp_path / "meeting.wav"
+    parts = [load_audio(wildmix / "wav" / f) for f in (A[1], B[1], A[2])]
+    sf.write(wav, np.concatenate(parts), 16000, "PCM_16")
+    b_start, b_end = len(parts[0]) / 16000, (len(parts[0]) + len(parts[1])) / 16000
+    meeting = {"file": ("meeting.wav", wav.read_bytes(), "audio/wav")}
+    with _client(model, tmp_path / "s.sqlite", auth=False, max_diarize_seconds=60.0) as client:
+        r = client.post("/v1/diarize", files=meeting)
+        assert r.status_code == 200, r.text
+        assert [s["label"] for s in r.json()["speakers"]] == ["unknown-1", "unknown-2"]
+        for name, files in (("Alice", A[:1]), ("bob", B[:1])):
+            upload = [("files", _upload(wildmix, f)) for f in files]
+            enrolled = client.post("/v1/enroll", data={"name": name}, files=upload)
+            assert enrolled.status_code == 200
+        d = client.post("/v1/diarize", data={"num_speakers": "2"}, files=meeting).json()
+        assert [s["label"] for s in d["speakers"]] == ["Alice", "bob"]
+        assert all(s["enrolled"] for s in d["speakers"]) and d["operating_point"] == "eer"
+        for t in d["turns"]:  # every turn is given to the right speaker (0.5 s tolerance)
+            mid = (t["start"] + t["end"]) / 2
+            if b_start + 0.5 < mid < b_end - 0.5:
+                assert t["speaker"] == "bob", t
+            elif mid < b_start - 0.5 or mid > b_end + 0.5:
+                assert t["speaker"] == "Alice", t
+        _error(client.post("/v1/diarize", data={"num_speakers": "0"}, files=meeting),
+               422, "invalid_request")  # fmt: skip
+    with _client(model, tmp_path / "s.sqlite", auth=False, max_diarize_seconds=10.0) as client:
+        _error(client.post("/v1/diarize", files=meeting), 413, "audio_too_long")
 
 
 # ---------------------------------------------------------------- a real uvicorn process

@@ -1,8 +1,9 @@
 """The web page of ``wildvox serve`` in headless Chromium (Debian's ``chromium`` and
 ``chromium-driver``, installed by ``make browser``), driven with Selenium against a real
 uvicorn server on a free localhost port: enroll two wildmix speakers from uploaded files,
-verify two recordings, identify from a file and from the (fake) microphone, remove a
-speaker. A screenshot of the page is kept under the test's tmp folder (web_page.png)."""
+verify two recordings, identify from a file and from the (fake) microphone, diarize a
+meeting of the two, remove a speaker. A screenshot of the page is kept under the test's tmp
+folder (web_page.png)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -139,6 +141,18 @@ def test_web_page_enroll_verify_identify(
     WebDriverWait(browser, 30).until(lambda d: "Bob at" not in _wait_text(d, "identify-result"))
     recorded = _wait_text(browser, "identify-result")
     assert "It is Alice" in recorded, recorded
+
+    # Who spoke when: a meeting A, B, A from wildmix files, named after the enrolled two.
+    meeting = tmp_path / "meeting.wav"
+    parts = [load_audio(wildmix / "wav" / f) for f in (A[1], B[1], A[2])]
+    sf.write(meeting, np.concatenate(parts), 16000, "PCM_16")
+    browser.find_element(By.ID, "diarize-file").send_keys(str(meeting))
+    browser.find_element(By.ID, "diarize-submit").click()
+    diarized = _wait_text(browser, "diarize-result", timeout=60)
+    assert diarized.startswith("2 speaker(s)") and "named at eer" in diarized, diarized
+    lanes = browser.find_elements(By.CSS_SELECTOR, "#diarize-result .lane-name")
+    assert [x.text for x in lanes] == ["Alice", "Bob"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#diarize-result .turn")) >= 3
 
     shot = tmp_path / "web_page.png"
     assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000

@@ -201,6 +201,54 @@ async function doIdentify() {
   } catch (e) { fail("identify-result", e); }
 }
 
+const COLOURS = ["#2f5fd0", "#d0742f", "#2fa05f", "#a02fd0", "#d02f5f", "#2fb8d0", "#8a8a2f"];
+
+function timeline(d) {
+  // One lane per speaker; each turn a bar placed by its start and end (seconds).
+  const box = el("div", "", "timeline");
+  const total = Math.max(d.duration, 1e-6);
+  d.speakers.forEach((s, i) => {
+    const lane = el("div", "", "lane");
+    lane.append(el("span", s.label, "lane-name"));
+    const track = el("div", "", "lane-track");
+    for (const t of d.turns.filter((t) => t.speaker === s.label)) {
+      const bar = el("div", "", "turn");
+      bar.style.left = `${(100 * t.start) / total}%`;
+      bar.style.width = `${Math.max(0.2, (100 * (t.end - t.start)) / total)}%`;
+      bar.style.background = COLOURS[i % COLOURS.length];
+      bar.title = `${s.label}: ${fmt(t.start, 2)}-${fmt(t.end, 2)} s`;
+      track.append(bar);
+    }
+    lane.append(track);
+    box.append(lane);
+  });
+  const axis = el("div", "", "axis");
+  for (let k = 0; k <= 4; k++) axis.append(el("span", `${fmt((total * k) / 4, 1)} s`));
+  box.append(axis);
+  return box;
+}
+
+async function doDiarize() {
+  const files = chosen("diarize", "diarize-file");
+  if (!files.length) { fail("diarize-result", new Error("choose or record a recording")); return; }
+  const form = new FormData();
+  form.append("file", files[0]);
+  const num = $("diarize-num").value.trim();
+  if (num) form.append("num_speakers", num);
+  form.append("operating_point", $("operating-point").value);
+  show("diarize-result", el("p", "diarizing…"));
+  try {
+    const d = await call("POST", "/v1/diarize", form);
+    const head = el("p", `${d.num_speakers} speaker(s) in ${fmt(d.duration, 1)} s; ` +
+      (d.identification_threshold === null ? "nobody enrolled to name them"
+        : `named at ${d.operating_point} (LLR threshold ${fmt(d.identification_threshold, 2)})`));
+    const rows = d.speakers.map((s) => [s.label, s.enrolled ? "yes" : "no", fmt(s.speech, 1),
+      s.best === null ? "" : s.best, s.llr === null ? "" : fmt(s.llr, 2)]);
+    show("diarize-result", head, timeline(d),
+         table(["speaker", "enrolled", "speech (s)", "closest enrolled", "LLR"], rows));
+  } catch (e) { fail("diarize-result", e); }
+}
+
 async function refreshSpeakers() {
   try {
     const r = await call("GET", "/v1/speakers");
@@ -225,6 +273,7 @@ async function start() {
   $("enroll-submit").addEventListener("click", doEnroll);
   $("identify-submit").addEventListener("click", doIdentify);
   $("speakers-refresh").addEventListener("click", refreshSpeakers);
+  $("diarize-submit").addEventListener("click", doDiarize);
   const key = $("api-key");
   key.value = sessionStorage.getItem("wildvox-key") || "";
   key.addEventListener("change", () => { sessionStorage.setItem("wildvox-key", key.value); refreshSpeakers(); });
