@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from wildvox.api import SpeakerModel, load_model
-from wildvox.audio.io import audio_info
+from wildvox.audio.io import audio_info, load_audio
 from wildvox.diarize.cluster import MIN_WINDOWS, STOP_DISTANCE
 from wildvox.diarize.meetings import MeetingCorpus, generate_meeting, split_files
 from wildvox.diarize.pipeline import diarize_segments
@@ -217,17 +217,86 @@ def run(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+CHILD = """
+import json, resource, sys, time
+import torch
+torch.set_num_threads(1)
+from wildvox.api import load_model
+from wildvox.diarize.pipeline import diarize
+m = load_model(store=sys.argv[3])
+m.max_seconds = 4 * 3600.0
+t = time.perf_counter()
+if sys.argv[2] == "segments":
+    n = len(m.embed_segments(sys.argv[1]))
+else:
+    n = len(diarize(m, sys.argv[1], operating_point=None).speakers)
+print(json.dumps({"what": sys.argv[2], "seconds": time.perf_counter() - t, "count": n,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def long_audio(args: argparse.Namespace) -> None:
+    """Peak RSS and time of embed_segments (and diarize) on a ``--minutes`` WAV of test speech,
+    written block by block, each in a fresh process."""
+    import subprocess
+
+    import soundfile as sf
+
+    corpus = MeetingCorpus(args.corpus)
+    tmp = Path(tempfile.mkdtemp())
+    wav = tmp / "long.wav"
+    need = round(args.minutes * 60 * 16000)
+    files = [f for s in corpus.speakers for f in corpus.files(s)]
+    with sf.SoundFile(wav, "w", 16000, 1, "PCM_16") as out:
+        done, k = 0, 0
+        while done < need:
+            clip = load_audio(files[k % len(files)], min_duration=0.0)[: need - done]
+            out.write(clip)
+            done, k = done + clip.shape[0], k + 1
+    rows = []
+    for what in args.what:
+        res = subprocess.run([sys.executable, "-c", CHILD, str(wav), what, str(tmp / "s.sqlite")],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(rows[-1], file=sys.stderr)
+    out_json = {"command": " ".join(["python", *sys.argv]), "minutes": args.minutes,
+                "env": "OMP_NUM_THREADS=1, 1 torch thread", "runs": rows}  # fmt: skip
+    (RESULTS / "diarization_long.json").write_text(json.dumps(out_json, indent=2) + "\n")
+    lines = [
+        f"# Long audio: {args.minutes:g} minutes of wildmix test speech (16 kHz PCM-16 WAV)",
+        "",
+        f"Command: `OMP_NUM_THREADS=1 {out_json['command']}`; each run in a fresh process, "
+        "peak RSS from ru_maxrss (model load included). `segments`: model.embed_segments "
+        "(3 s windows, 1.5 s hop, whole file); `diarize`: VAD + windows over speech + "
+        "clustering + re-segmentation, no naming.",
+        "",
+        "| run | windows / speakers | seconds | x real time | peak RSS (MB) |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['what']} | {r['count']} | {r['seconds']:.0f} | "
+            f"{args.minutes * 60 / r['seconds']:.1f} | {r['peak_rss_mb']:.0f} |"
+            for r in rows
+        ],
+    ]
+    (RESULTS / "diarization_long.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("mode", choices=["run", "calibrate"])
+    p.add_argument("mode", choices=["run", "calibrate", "long"])
+    p.add_argument("--minutes", type=float, default=60.0, help="long: length of the file")
+    p.add_argument("--what", nargs="+", default=["segments", "diarize"], help="long: runs")
     p.add_argument("--per-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--corpus", type=Path, default=CORPUS)
     p.add_argument("--cache", type=Path, default=None, help="keep VAD + embeddings here")
     args = p.parse_args()
-    if args.mode == "run":
+    if args.mode == "long":
+        long_audio(args)
+    elif args.mode == "run":
         args.per_size = args.per_size or 20
         args.seed = 0 if args.seed is None else args.seed
         run(args)
