@@ -53,6 +53,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "speakers": ("product", "speakers_app", "List, show, remove, export and import enrolled "
                  "speakers."),
     "serve": ("serve", "serve_app", "HTTP service and web page; `serve keys` manages API keys."),
+    "report": ("report", "report", "The first paper's Table I, SVM baseline and K-Means figure."),
     "diarize": ("diarize", "diarize", "Who spoke when (RTTM, JSON, timeline PNG), named from "
                 "the store; --segments-only: window embeddings."),
 }  # fmt: skip
