@@ -108,6 +108,7 @@ def test_auth_is_required_and_checked(model: SpeakerModel, tmp_path: Path) -> No
             "/v1/identify",
             "/v1/speakers",
             "/v1/speakers/{name}",
+            "/v1/diarize",
             "/healthz",
         } <= set(spec["paths"])
 
@@ -172,6 +173,9 @@ def test_bad_requests_get_json_4xx_and_leave_the_store(
         ok = _upload(wildmix, A[0])
         r = client.post("/v1/enroll", data={"name": "alice"}, files=[("files", ok)])
         assert r.status_code == 200
+        r = client.post("/v1/enroll", data={"name": "team/bo"}, files=[("files", ok)])
+        assert r.status_code == 200, r.text  # a name with a slash is addressable
+        assert client.get("/v1/speakers/team%2Fbo").json()["name"] == "team/bo"
         before = client.get("/v1/speakers").json()
         # not audio: 422 naming the form field and file
         bad = _error(

@@ -344,12 +344,12 @@ def create_app(config: ServiceConfig | None = None, model: SpeakerModel | None =
         """Every enrolled speaker: name, utterances, seconds enrolled, times (Unix seconds)."""
         return await run(_speakers_payload)
 
-    @app.get("/v1/speakers/{name}", tags=["speakers"], dependencies=scheme)
+    @app.get("/v1/speakers/{name:path}", tags=["speakers"], dependencies=scheme)
     async def show_speaker(name: str) -> dict[str, Any]:
         """One enrolled speaker (404 ``unknown_speaker`` when not enrolled)."""
         return await run(lambda m: asdict(m.store().get(name)))
 
-    @app.delete("/v1/speakers/{name}", tags=["speakers"], dependencies=scheme)
+    @app.delete("/v1/speakers/{name:path}", tags=["speakers"], dependencies=scheme)
     async def delete_speaker(name: str) -> dict[str, Any]:
         """Remove a speaker and its recordings' embeddings; returns what was removed."""
         return {"removed": await run(lambda m: asdict(m.store().remove(name)))}
