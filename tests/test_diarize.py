@@ -203,3 +203,18 @@ def test_cli_segments_only(meeting: Meeting, tmp_path: Path) -> None:
     assert segs.embeddings.shape == (5, 256)
     res = CliRunner().invoke(app, ["diarize", str(tmp_path / "nope.wav"), "-o", str(tmp_path)])
     assert res.exit_code == 2 and "nope.wav" in res.output
+
+
+def test_der_collar_and_naming_hand_computed() -> None:
+    ref = [Turn(0.0, 10.0, "ann"), Turn(10.0, 20.0, "bob")]
+    late = [Turn(0.0, 10.2, "ann"), Turn(10.2, 20.0, "unknown-1")]
+    assert der(ref, late).der == pytest.approx(0.2 / 20)
+    # +-0.25 s around each reference boundary forgives the 0.2 s (a +-0.125 s collar would not)
+    assert der(ref, late, 0.25).der == pytest.approx(0.0)
+    swapped = [Turn(0.0, 10.0, "x"), Turn(10.0, 15.0, "y"), Turn(15.0, 20.0, "x")]
+    assert der(ref, swapped).der == pytest.approx(5.0 / 20)
+    n = naming_accuracy(ref, late, enrolled=["ann"])
+    assert (n.enrolled, n.enrolled_named, n.unenrolled, n.unenrolled_unknown) == (1, 1, 1, 1)
+    wrong = [Turn(0.0, 10.0, "unknown-1"), Turn(10.0, 20.0, "ann")]
+    n = naming_accuracy(ref, wrong, enrolled=["ann"])
+    assert (n.enrolled_named, n.unenrolled_unknown, n.accuracy) == (0, 0, 0.0)

@@ -79,6 +79,11 @@ class Diarization:
         }
 
 
+def _has_speakers(model: SpeakerModel) -> bool:
+    """Whether the model's store exists (none is created here) and holds speakers."""
+    return model.store_path.exists() and len(model.store()) > 0
+
+
 def _calibration(model: SpeakerModel) -> Calibration:
     if model.calibration is None:
         raise ValueError(
@@ -162,12 +167,7 @@ def diarize_segments(
     order = sorted(range(k), key=lambda c: first.get(c, len(raw)))
     naming: list[Match | None] = [None] * k
     thr: float | None = None
-    if (
-        model is not None
-        and operating_point is not None
-        and model.store_path.exists()
-        and len(model.store()) > 0
-    ):
+    if model is not None and operating_point is not None and _has_speakers(model):
         embs = np.stack([enroll_mean(segments.embeddings[labels == c]) for c in range(k)])
         found, thr = name_clusters(model, embs.astype(np.float32), speech.tolist(), operating_point)
         naming = list(found)
@@ -211,7 +211,7 @@ def diarize(
             naming clusters after enrolled speakers; None: no naming.
         window, hop: embedding windows over speech, in seconds.
     """
-    if operating_point is not None:
+    if operating_point is not None and _has_speakers(model):
         _calibration(model).threshold(operating_point)  # a bad point fails before any work
     regions = speech_regions(model, audio, sample_rate)
     segs = embed_segments(model, audio, window, hop, regions=regions, sample_rate=sample_rate)
