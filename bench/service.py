@@ -167,6 +167,7 @@ def main() -> None:
             right = r.status_code == 200 and r.json()["speaker"] == spk
             return ("identify", r.status_code, time.perf_counter() - t0, right)
 
+        load_before = os.getloadavg()[0]
         t0 = time.monotonic()
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(args.clients)]
         for t in threads:
@@ -174,6 +175,7 @@ def main() -> None:
         for t in threads:
             t.join()
         elapsed = time.monotonic() - t0
+        load_after = os.getloadavg()[0]
 
         # ------------------------------------------------------------ refusals
         with httpx.Client(base_url=base, timeout=60) as c:
@@ -228,6 +230,7 @@ def main() -> None:
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average_1min": [load_before, load_after],  # before / after the load phase
         },
         "config": {
             "clients": args.clients,
@@ -268,12 +271,17 @@ def render(r: dict[str, Any]) -> str:
         "# wildvox serve under load",
         "",
         f"Command: `{r['command']}` ({r['machine']['cpu']}, {r['machine']['cores']} cores, "
-        f"Python {r['machine']['python']}). One uvicorn process on 127.0.0.1 with an API key; "
+        f"Python {r['machine']['python']}; 1-minute load average "
+        f"{r['machine']['load_average_1min'][0]:.1f} before / "
+        f"{r['machine']['load_average_1min'][1]:.1f} after the load phase, on a machine shared "
+        "with other jobs). One uvicorn process on 127.0.0.1 with an API key; "
         f"{cfg['clients']} concurrent clients (threads, httpx) for {cfg['seconds']:g} s, each "
         f"alternating /v1/verify ({cfg['verify_pairs']} veri_test pairs) and /v1/identify "
         f"({cfg['identify_queries']} held-out recordings of the {cfg['speakers']} enrolled "
         f"speakers); recordings of 2-12 s (Ogg/Opus); server embedder on "
-        f"{cfg['server_threads']} thread(s); seed {cfg['seed']}.",
+        f"{cfg['server_threads']} thread(s); seed {cfg['seed']}. The server decodes uploads in "
+        "parallel and runs the model in one worker thread, so under load a request waits for "
+        "those ahead of it: its latency is about the number of clients times the service time.",
         "",
         "| endpoint | requests | per second | p50 (ms) | p99 (ms) | max (ms) | statuses |",
         "|---|---:|---:|---:|---:|---:|---|",
