@@ -235,6 +235,23 @@ def test_bad_requests_get_json_4xx_and_leave_the_store(
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_an_unexpected_error_is_a_json_500_and_the_server_goes_on(
+    model: SpeakerModel, wildmix: Path, tmp_path: Path
+) -> None:
+    app = create_app(ServiceConfig(store=tmp_path / "s.sqlite", auth=False), model=model)
+    shared = app.state.worker.model
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    shared.verify = broken  # an instance attribute shadows the method for this app only
+    with TestClient(app, raise_server_exceptions=False) as client:
+        pair = {"a": _upload(wildmix, A[0]), "b": _upload(wildmix, A[2])}
+        body = _error(client.post("/v1/verify", files=pair), 500, "internal_error")
+        assert "RuntimeError" in str(body["message"]) and "boom" not in str(body["message"])
+        assert client.get("/v1/speakers").json() == {"speakers": []}
+
+
 def test_diarize_names_enrolled_speakers(
     model: SpeakerModel, wildmix: Path, tmp_path: Path
 ) -> None:

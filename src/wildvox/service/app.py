@@ -225,6 +225,12 @@ def create_app(config: ServiceConfig | None = None, model: SpeakerModel | None =
         body = error_body("invalid_request", "; ".join(problems) or "invalid request")
         return JSONResponse(body, 422)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        body = error_body("internal_error", f"unexpected {type(exc).__name__}; see the server log")
+        return JSONResponse(body, 500)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
