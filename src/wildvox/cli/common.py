@@ -23,9 +23,10 @@ out = Console(soft_wrap=True)  # results: tables and summaries (stdout)
 DEFAULT_DATA = Path("../shared/corpora/wildmix")
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log lines on stderr: DEBUG with ``verbose``, warnings only with ``quiet``, else INFO."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False)],
         force=True,

@@ -68,7 +68,7 @@ def _open(
 ) -> SpeakerModel:
     if not max_seconds > 0:
         fail(f"--max-seconds must be > 0, got {max_seconds}")
-    setup_logging()  # an uncalibrated model's warning, on stderr
+    setup_logging(quiet=True)  # warnings (an uncalibrated model) on stderr
     try:
         m = load_model(model, store=store, device=check_device(device))
     except (ModelFileError, ValueError, RuntimeError) as exc:  # RuntimeError: no such CUDA device
