@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 
 import torch
@@ -29,10 +28,29 @@ def _subset(value: str | None) -> tuple[int, int] | None:
     return n, m
 
 
+def _command(
+    data: Path,
+    out: Path,
+    quick: bool,
+    tiny: bool,
+    seed: int,
+    subset: str | None,
+    model: Path | None,
+) -> str:
+    """The command line that reproduces this run, options in a fixed order."""
+    args = ["wildvox", "report", "--data", str(data), "--out", str(out), "--seed", str(seed)]
+    args += ["--quick"] * quick + ["--tiny"] * tiny
+    args += ["--subset", subset] if subset else []
+    args += ["--model", str(model)] if model else []
+    return shlex.join(args)
+
+
 def report(
     data: Path | None = typer.Option(None, help="Corpus root (default: wildmix)."),
     out: Path = typer.Option(Path("results/report"), help="Report folder."),
-    quick: bool = typer.Option(False, "--quick", help="At most 20 training utterances a speaker."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Figure 1 fitted on 20 utterances a speaker."
+    ),
     tiny: bool = typer.Option(False, "--tiny", help="A 5-speaker slice (tests)."),
     seed: int = typer.Option(0, help="Seed of every draw (subset, caps, K-Means, PCA)."),
     subset: str | None = typer.Option(
@@ -51,14 +69,15 @@ def report(
     root = resolve_data(data)
     pick = _subset(subset)
     preset = PRESETS["tiny" if tiny else "quick" if quick else "full"]
+    command = _command(data or root, out, quick, tiny, seed, subset, model)
     with user_errors():
         try:
             exported = load_model(model, backend="torch").exported
         except ModelFileError as exc:
             raise ValueError(str(exc)) from None
         result = paper_report(
-            root, out, exported, preset=preset, seed=seed, subset=pick,
-            command=shlex.join(["wildvox", *sys.argv[1:]]), progress=progress_bar,
+            root, out, exported, preset=preset, seed=seed, subset=pick, command=command,
+            progress=progress_bar,
         )  # fmt: skip
     stdout.print((out / "report.md").read_text(), markup=False, highlight=False)
     console.print(f"report written to {out / 'report.md'} ({result['total seconds']} s)")

@@ -54,6 +54,12 @@ def corpus_files(root: Path) -> list[str]:
     return ids
 
 
+def speakers_with_files(ids: Sequence[str], min_files: int = 2) -> set[str]:
+    """Speakers with at least ``min_files`` of the ids (verification needs 2 a speaker)."""
+    counts = Counter(speaker_of(i) for i in ids)
+    return {s for s, c in counts.items() if c >= min_files}
+
+
 def durations(root: Path, ids: Sequence[str], progress: Progress | None = None) -> np.ndarray:
     """Length in seconds of each utterance, (N,) float64, from the file headers."""
     wav = audio_root(root)

@@ -98,6 +98,7 @@ def svm_baseline(
         "train utterances": len(train_y),
         "test utterances": len(test_y),
         "classes": len(classes),
+        "test classes": len(set(test_y.tolist())),
         "chance top1": 1.0 / len(classes),
     }
 
@@ -157,17 +158,49 @@ def cluster_picture(
     )
 
 
+def matched_clusters(clusters: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cluster ids renamed to the true class they overlap most (Hungarian matching), so that a
+    cluster and its speaker share a colour; unmatched clusters get ids after the classes.
+
+    >>> matched_clusters(np.array([2, 2, 0, 1]), np.array([0, 0, 1, 1])).tolist()
+    [0, 0, 1, 2]
+    """
+    optimize = optional_import("scipy.optimize", "plots", "the K-Means figure")
+    k, c = int(clusters.max()) + 1, int(labels.max()) + 1
+    overlap = np.zeros((k, c), dtype=np.int64)
+    np.add.at(overlap, (clusters, labels), 1)
+    rows, cols = optimize.linear_sum_assignment(-overlap)
+    rename = dict(zip(rows.tolist(), cols.tolist(), strict=True))
+    spare = iter(range(c, c + k))
+    for j in range(k):
+        if j not in rename:
+            rename[j] = next(spare)
+    return np.asarray([rename[int(j)] for j in clusters], dtype=np.int64)
+
+
 def plot_clusters(pic: ClusterPicture, path: Path, title: str) -> Path:
-    """Two scatter panels in the PCA plane: K-Means clusters (left), true speakers (right)."""
+    """Two scatter panels in the PCA plane: K-Means clusters (left, coloured as the speaker
+    each cluster matches best), true speakers (right)."""
     figure_cls = optional_import("matplotlib.figure", "plots", "the K-Means figure").Figure
     fig = figure_cls(figsize=(11, 5), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
-    cmap = "tab20" if max(pic.clusters.max(), pic.labels.max()) < 20 else "nipy_spectral"
+    shown = matched_clusters(pic.clusters, pic.labels)
+    top = int(max(shown.max(), pic.labels.max()))
+    cmap = "tab20" if top < 20 else "nipy_spectral"
     for ax, colour, name in (
-        (axes[0], pic.clusters, f"K-Means clusters (ARI {pic.ari:.3f}, NMI {pic.nmi:.3f})"),
+        (axes[0], shown, f"K-Means clusters (ARI {pic.ari:.3f}, NMI {pic.nmi:.3f})"),
         (axes[1], pic.labels, "true speakers"),
     ):
-        ax.scatter(pic.points[:, 0], pic.points[:, 1], c=colour, cmap=cmap, s=9, alpha=0.8)
+        ax.scatter(
+            pic.points[:, 0],
+            pic.points[:, 1],
+            c=colour,
+            cmap=cmap,
+            vmin=0,
+            vmax=top,
+            s=9,
+            alpha=0.8,
+        )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("PC 1")
     axes[0].set_ylabel("PC 2")
