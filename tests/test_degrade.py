@@ -11,6 +11,7 @@ from wildvox.augment.codec import encode_decode
 from wildvox.augment.degrade import (
     Clip,
     Crop,
+    Degrade,
     RoomReverb,
     babble_at,
     codec_at,
@@ -48,7 +49,7 @@ def rt60_t20(rir: np.ndarray) -> float:
 
 
 POOL = [speech_like(1.5, seed) for seed in range(10, 16)]
-DEGRADERS = {
+DEGRADERS: dict[str, Degrade] = {
     "telephone-mulaw": telephone("mulaw"),
     "telephone-gsm": telephone("gsm"),
     "opus-8k": codec_at("opus", 8.0),
