@@ -63,6 +63,7 @@ def test_verify_pairs_embeds_each_file_once_and_reports_metrics(
     summary = rows[4]["summary"]
     assert summary["decided"] == 4 and {"eer", "min_dcf_0.01", "false_accepts"} <= set(summary)
     assert sorted(calls) == sorted({str(listdir / "wav" / p) for p in [*a, *b]})  # once each
+    assert "verifying: 4/4" in r.stderr  # progress as lines off a terminal, never on stdout
     # a two-column list (no labels) in a table, and a missing file: exit 2, the others decided
     (listdir / "pairs.txt").write_text(f"{a[0]} {a[1]}\n{a[0]} nowhere.opus\n")
     r = runner.invoke(app, ["verify", "--pairs", str(listdir / "pairs.txt")])
