@@ -164,3 +164,27 @@ def test_report_quick_tiny_on_a_wildmix_slice(wildmix: Path, tmp_path: Path) -> 
         assert heading in md
     assert "Table II" in md and "![Figure 1, embeddings](figure1_embeddings.png)" in md
     assert (out / "lists" / "iden_split.txt").read_text() == (data / "iden_split.txt").read_text()
+
+
+def test_report_subset_draws_the_lists_it_uses(wildmix: Path, tmp_path: Path) -> None:
+    data = _slice(wildmix, tmp_path / "corpus")
+    out = tmp_path / "report"
+    r = runner.invoke(app, ["report", "--data", str(data), "--tiny", "--subset", "2,2",
+                            "--seed", "1", "--out", str(out)])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = read_iden_split(out / "lists" / "iden_split.txt")
+    iden = {speaker_of(rel) for _, rel in rows}
+    veri = {speaker_of(u) for u in read_trials(out / "lists" / "veri_test.txt").utterances()}
+    assert len(iden) == 2 and len(veri) == 2 and not iden & veri
+    report = json.loads((out / "report.json").read_text())
+    setup = report["Table I: corpus statistics"]["setup"]
+    assert setup["identification speakers"].split() == sorted(iden)
+    assert "--subset 2,2" in setup["command"]
+    table = {row["statistic"]: row for row in report["Table I: corpus statistics"]["table"]}
+    assert table["speakers"]["identification set"] == 2
+    assert table["speakers"]["verification set"] == 2
+
+
+def test_report_refuses_a_bad_subset(wildmix: Path) -> None:
+    r = runner.invoke(app, ["report", "--data", str(wildmix), "--subset", "100"])
+    assert r.exit_code == 2 and "N,M" in r.output
