@@ -180,6 +180,46 @@ def _markdown(title: str, sections: dict[str, Any], images: list[str]) -> str:
     return "\n".join([*out, "## Figures", "", *[f"{i}\n" for i in images]])
 
 
+def _figure_one(
+    vectors: dict[str, dict[str, np.ndarray]],
+    fit_ids: list[str],
+    test_ids: list[str],
+    out_dir: Path,
+    model_id: str,
+    preset: PaperPreset,
+    seed: int,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Figure 1 for each kind of vector (name -> {utterance id: (D,) vector}): its K-Means /
+    PCA figure written to ``out_dir``, its row of results and its markdown image link."""
+    test_spk = sorted({speaker_of(i) for i in test_ids})
+    tcls = {s: i for i, s in enumerate(test_spk)}
+    figure: dict[str, dict[str, Any]] = {}
+    images = []
+    for name, by_id in vectors.items():
+        pic = cluster_picture(
+            np.stack([by_id[i] for i in fit_ids]),
+            np.stack([by_id[i] for i in test_ids]),
+            _indices(test_ids, tcls),
+            k=len(test_spk),
+            pca_fit=preset.pca_fit,
+            seed=seed,
+        )
+        png = f"figure1_{name.replace(' ', '_').replace('-', '').lower()}.png"
+        what = f"model {model_id}" if name == "embeddings" else "mean log-Mel"
+        plot_clusters(pic, out_dir / png, f"Figure 1: K-Means vs speakers, {what}")
+        figure[name] = {
+            "ARI": pic.ari,
+            "NMI": pic.nmi,
+            "clusters (K)": len(test_spk),
+            "fit utterances": len(fit_ids),
+            "test utterances": len(test_ids),
+            "PCA variance": pic.explained,
+            "figure": png,
+        }
+        images.append(f"![Figure 1, {name}]({png})")
+    return figure, images
+
+
 def paper_report(
     root: Path,
     out_dir: Path,
@@ -296,31 +336,7 @@ def paper_report(
         "embeddings": dict(zip(emb.ids, vec, strict=True)),
         "mean log-Mel": {i: feats[i] for i in ids},
     }
-    tcls = {s: i for i, s in enumerate(test_spk)}
-    figure: dict[str, dict[str, Any]] = {}
-    images = []
-    for name, table_vec in vectors.items():
-        pic = cluster_picture(
-            np.stack([table_vec[i] for i in fit_ids]),
-            np.stack([table_vec[i] for i in test_ids]),
-            _indices(test_ids, tcls),
-            k=len(test_spk),
-            pca_fit=preset.pca_fit,
-            seed=seed,
-        )
-        png = f"figure1_{name.replace(' ', '_').replace('-', '').lower()}.png"
-        what = f"model {model.model_id}" if name == "embeddings" else "mean log-Mel"
-        plot_clusters(pic, out_dir / png, f"Figure 1: K-Means vs speakers, {what}")
-        figure[name] = {
-            "ARI": pic.ari,
-            "NMI": pic.nmi,
-            "clusters (K)": len(test_spk),
-            "fit utterances": len(fit_ids),
-            "test utterances": len(test_ids),
-            "PCA variance": pic.explained,
-            "figure": png,
-        }
-        images.append(f"![Figure 1, {name}]({png})")
+    figure, images = _figure_one(vectors, fit_ids, test_ids, out_dir, model.model_id, preset, seed)
     sections["Figure 1: K-Means clusters vs true speakers (PCA plane)"] = {
         "results": figure,
         "setup": {
