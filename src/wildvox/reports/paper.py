@@ -5,13 +5,12 @@ set), the gender-preserving speaker subset (optional), the RBF-SVM baseline on u
 log-Mel features and Figure 1 (K-Means clusters against true labels in a PCA plane, for the
 shipped model's embeddings and for the mean log-Mel vectors). Everything is computed from the
 corpus at ``root`` in the run that writes the report: ``report.json``, ``report.md``, the
-figures as PNG and the lists the run used under ``lists/``.
+figures as PNG and, with a drawn subset, the lists the run used under ``lists/``.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -120,13 +119,11 @@ def _lists(
     subset: tuple[int, int] | None,
     seed: int,
 ) -> _Lists:
-    lists = out_dir / "lists"
     if subset is None:
-        lists.mkdir(parents=True, exist_ok=True)
-        for name in ("iden_split.txt", "veri_test.txt"):
-            shutil.copyfile(root / name, lists / name)
-        info = {"lists": "the corpus' own iden_split.txt and veri_test.txt (copied to lists/)"}
-        return _Lists(lists / "iden_split.txt", lists / "veri_test.txt", info)
+        iden, veri = root / "iden_split.txt", root / "veri_test.txt"
+        info = {"lists": f"the corpus' own {iden.name} and {veri.name}"}
+        return _Lists(iden, veri, info)
+    lists = out_dir / "lists"
     n, m = subset
     pool = {speaker_of(rel) for _, rel in read_iden_split(root / "iden_split.txt")}
     veri_pool = speakers_with_files(corpus_files(root), 2)
@@ -134,7 +131,7 @@ def _lists(
     iden, veri = write_subset_lists(root, choice, lists)
     info = {
         "lists": f"{n} identification speakers drawn preserving gender shares, {m} further "
-        "verification speakers; official splits kept (lists/)",
+        "verification speakers; official splits kept (written to lists/)",
         "identification speakers": " ".join(choice.iden),
         "verification speakers": " ".join(choice.veri),
     }
