@@ -18,6 +18,7 @@ from wildvox.api import MAX_SECONDS, load_model
 from wildvox.audio.io import AudioError
 from wildvox.cli.common import console, fail, printable, shown
 from wildvox.data.files import atomic_write
+from wildvox.diarize.pipeline import NAMING_POINT
 from wildvox.diarize.pipeline import diarize as run_diarization
 from wildvox.diarize.rttm import write_rttm
 from wildvox.diarize.segments import embed_segments
@@ -37,7 +38,10 @@ def diarize(
         None, "--store", help="Speaker store naming the clusters (default: $WILDVOX_STORE)."
     ),
     operating_point: str = typer.Option(
-        "eer", "--operating-point", "-p", help="Identification point: eer, far=1%, far=X%, ..."
+        NAMING_POINT,
+        "--operating-point",
+        "-p",
+        help="Identification point naming clusters: far=1% (open-set rate), far=X%, eer, ...",
     ),
     no_names: bool = typer.Option(
         False, "--no-names", help="Do not match clusters to the store: all unknown-N."
