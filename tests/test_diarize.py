@@ -132,6 +132,13 @@ def test_generator_is_deterministic(corpus: MeetingCorpus, meeting: Meeting) -> 
     assert 0.0 <= meeting.overlap <= 0.25
     assert max(t.end for t in meeting.turns) <= meeting.duration
     assert all(t.end > t.start for t in meeting.turns)
+    noisy = generate_meeting(corpus, 3, MEETING_SEED, snr_db=10.0)
+    assert noisy.turns == meeting.turns  # the noise is drawn after everything else
+    noise = noisy.audio.astype(np.float64) - meeting.audio
+    speech = np.concatenate([meeting.audio[round(t.start * 16000) : round(t.end * 16000)]
+                             for t in meeting.turns])  # fmt: skip
+    snr = 10 * np.log10(np.mean(speech.astype(np.float64) ** 2) / np.mean(noise**2))
+    assert 7.0 < snr < 13.0  # 10 dB against the speakers' mean level (their gains vary +-4 dB)
 
 
 # ---------------------------------------------------------------------- clustering
