@@ -177,3 +177,41 @@ def test_verify_memory_stays_flat_on_a_long_file(tmp_path: Path, wildmix: Path) 
     got = json.loads(res.stdout.strip().splitlines()[-1])
     assert got["speech"] > 120.0
     assert got["mb"] < 800.0, got
+
+
+def test_embed_into_a_folder_is_a_clear_error_before_any_work(
+    tmp_path: Path, wildmix: Path
+) -> None:
+    """`wildvox embed ... -o some_directory/` ended in a traceback."""
+    from typer.testing import CliRunner
+
+    from wildvox.cli.main import app
+
+    (tmp_path / "outdir").mkdir()
+    res = CliRunner().invoke(
+        app, ["embed", str(_speech(wildmix, 1)[0]), "-o", str(tmp_path / "outdir")]
+    )
+    assert res.exit_code == 2 and "not a file path for the embeddings" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_embed_folder_with_a_huge_amplitude_file_keeps_the_good_ones(
+    tmp_path: Path, wildmix: Path
+) -> None:
+    """`embed DIR` where one file had amplitude 1e30 wrote nothing (and the API a NaN)."""
+    from typer.testing import CliRunner
+
+    from wildvox.cli.main import app
+
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    good = _speech(wildmix, 2)
+    for i, p in enumerate(good):
+        (folder / f"good{i}.opus").write_bytes(p.read_bytes())
+    _wav(folder / "loud.wav", np.full(SR, 1e30, np.float32))
+    out = tmp_path / "mix.npz"
+    res = CliRunner().invoke(app, ["embed", str(folder), "-o", str(out)])
+    assert res.exit_code == 1 and "peak amplitude" in " ".join(res.output.split())
+    with np.load(out) as z:
+        assert sorted(z["ids"].tolist()) == ["good0.opus", "good1.opus"]
+        assert np.isfinite(z["embeddings"]).all()

@@ -29,7 +29,7 @@ from wildvox.inference.extract import extract_embeddings
 from wildvox.inference.model_io import ModelFileError, load_exported
 from wildvox.metrics.verification import verification_report
 from wildvox.reports.evaluation import evaluate_identification, evaluate_verification
-from wildvox.scoring.embeddings import load_embeddings, save_embeddings
+from wildvox.scoring.embeddings import EmbeddingFileError, load_embeddings, save_embeddings
 from wildvox.scoring.score_file import read_score_file, write_score_file
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3"}
@@ -98,6 +98,8 @@ def embed(
         items = collect_inputs(inputs or [])
     if not items:
         fail("no audio files given")
+    if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
+        fail(f"{output}: not a file path for the embeddings (give e.g. emb.npz)")
     net = _load_model(model, device)
     cfg = net.config
     with progress_bar("embedding", len(items)) as advance:
@@ -119,7 +121,10 @@ def embed(
         )
     if not ext.ok:
         fail("no file could be embedded")
-    save_embeddings(output, [items[i][0] for i in ext.ok], ext.embeddings, ext.durations)
+    try:
+        save_embeddings(output, [items[i][0] for i in ext.ok], ext.embeddings, ext.durations)
+    except (EmbeddingFileError, OSError) as exc:
+        fail(str(exc))
     out.print(f"{len(ext.ok)} embeddings ({ext.embeddings.shape[1]}-d) -> {output}",
               highlight=False)  # fmt: skip
     if ext.failed:
