@@ -94,7 +94,12 @@ def main() -> None:
     files = list(dict.fromkeys(w for w in veri if w.endswith(".opus")))[: args.files]
     pair = [str(wav / files[0]), str(wav / files[1])]
     result: dict[str, Any] = {
-        "machine": {"cpu": cpu_name(), "python": platform.python_version(), "threads": 1},
+        "machine": {
+            "cpu": cpu_name(),
+            "python": platform.python_version(),
+            "threads": 1,
+            "load_average_1min_at_start": os.getloadavg()[0],
+        },
         "files": len(files),
     }
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -133,6 +138,7 @@ def main() -> None:
                           "separate_call_mean_s": statistics.mean(one_identify),
                           "separate_calls_extrapolated_s": statistics.mean(one_identify) * n},
     }  # fmt: skip
+    result["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cli.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "cli.md").write_text(_markdown(result))
@@ -145,7 +151,9 @@ def _markdown(r: dict[str, Any]) -> str:
         "# Command line: startup and batch throughput (`bench/cli.py`)",
         "",
         f"CPU: {r['machine']['cpu']}, 1 thread (OMP_NUM_THREADS=1), Python "
-        f"{r['machine']['python']}; wall-clock seconds of fresh processes (medians).",
+        f"{r['machine']['python']}; wall-clock seconds of fresh processes (medians). The machine "
+        f"is shared: 1-minute load average {r['machine']['load_average_1min_at_start']:.1f} at "
+        f"the start, {r['machine']['load_average_1min_at_end']:.1f} at the end.",
         "",
         "| command | now (s) |" + (" baseline (s) |" if "baseline" in r else ""),
         "|---|---|" + ("---|" if "baseline" in r else ""),
