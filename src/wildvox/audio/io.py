@@ -299,9 +299,7 @@ def _finish(
         raise AudioError(source, f"{bad} samples are NaN or infinite")
     if seconds < min_duration:
         shown = f"{seconds:.3f}" if f"{seconds:.3f}" != f"{min_duration:.3f}" else f"{seconds:.6f}"
-        raise AudioError(
-            source, f"too short: {shown} s, below the minimum of {min_duration:.3f} s"
-        )
+        raise AudioError(source, f"too short: {shown} s, below the minimum of {min_duration:.3f} s")
     peak = float(np.abs(mono).max())
     if peak > MAX_PEAK:
         raise AudioError(
