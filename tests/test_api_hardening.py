@@ -161,13 +161,13 @@ print(json.dumps({"mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 102
 @pytest.mark.slow
 def test_verify_memory_stays_flat_on_a_long_file(tmp_path: Path, wildmix: Path) -> None:
     """A 1-hour file took 7.4 GB to verify (10 minutes 1.9 GB), growing linearly. Here a
-    6-minute file is verified in a fresh process under 800 MB (bench/long_audio.py measures
-    1 hour)."""
+    15-minute file is verified in a fresh process under the issue's 1 GB (decoded whole, 10
+    minutes already took 1,036 MB; block-wise, bench/long_audio.py measures 491 MB for 1 hour)."""
     clips = _speech(wildmix, 2)
     speech = load_audio(clips[0])
-    path = tmp_path / "six_minutes.wav"
+    path = tmp_path / "fifteen_minutes.wav"
     with sf.SoundFile(path, "w", SR, 1, subtype="PCM_16") as out:
-        for _ in range(int(np.ceil(360 * SR / speech.size))):
+        for _ in range(int(np.ceil(900 * SR / speech.size))):
             out.write(speech)
     res = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(clips[1])],
@@ -175,8 +175,8 @@ def test_verify_memory_stays_flat_on_a_long_file(tmp_path: Path, wildmix: Path) 
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     got = json.loads(res.stdout.strip().splitlines()[-1])
-    assert got["speech"] > 120.0
-    assert got["mb"] < 800.0, got
+    assert got["speech"] > 300.0
+    assert got["mb"] < 1000.0, got
 
 
 def test_embed_into_a_folder_is_a_clear_error_before_any_work(
