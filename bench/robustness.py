@@ -24,9 +24,10 @@ Systems, all from the same files in the same run:
   this run's clean condition (so the clean row meets them by construction) and kept fixed for
   every other condition, which shows how far a threshold drifts when the conditions change.
 
-Trials: by default a seeded subset of about ``--trials-max`` = 600 trials (all of them with
-``--trials-max 0``). The default keeps the run near half an hour on a shared 2-core machine
-(load ~9), where the peer, run in the background while we degrade and embed, is the bottleneck.
+Trials: by default a seeded subset of about ``--trials-max`` = 1500 trials (all of them with
+``--trials-max 0``). Measured on a shared 2-core machine: 600 trials (261 files) took 14 min at a
+load average of 7, 1500 trials (428 files) 9 min at load 2-3 (three conditions cached); at load 9
+the peer slowed to ~0.4 s a file, which would put 1500 trials near an hour (use 600 then).
 For every speaker the same share of its files is kept, trials between kept files are kept, and if
 still too many, trials are drawn within (enrolment speaker, label) groups; every speaker and
 both classes remain. Writes ``robustness.{json,md,png}`` to ``--out``::
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra", type=Path, default=None, help="wildextra (training speech)")
     parser.add_argument("--model", type=Path, default=None, help="exported model folder")
     parser.add_argument("--peer-python", type=Path, default=PEER_PYTHON)
-    parser.add_argument("--trials-max", type=int, default=600, help="0: every trial")
+    parser.add_argument("--trials-max", type=int, default=1500, help="0: every trial")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--babble-files", type=int, default=200, help="babble pool size")
     parser.add_argument("--conditions", nargs="*", default=None, help="names (default: all)")
