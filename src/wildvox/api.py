@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,18 +21,20 @@ import torch
 
 from wildvox.audio.io import (
     AudioError,
-    audio_info,
-    check_sample_rate,
-    load_audio,
-    validate_waveform,
 )
-from wildvox.audio.vad import speech_duration
 from wildvox.inference.answers import Candidate, Embedded, Identification, Verification
-from wildvox.inference.model_io import ExportedModel, ModelFileError, load_exported
-from wildvox.inference.onnx_runtime import ONNX_FILE, OnnxEmbedder, load_onnx_embedder
+from wildvox.inference.embedding import (
+    BLOCK_SECONDS,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    Audio,
+    AudioEmbedder,
+)
+from wildvox.inference.model_io import ModelFileError, load_exported
+from wildvox.inference.onnx_runtime import ONNX_FILE, load_onnx_embedder
 from wildvox.scoring.calibration import SHORT_SECONDS, Calibration
 from wildvox.scoring.cohort import ScoreCohort
-from wildvox.scoring.cosine import cosine_score_pairs, enroll_mean, length_normalize
+from wildvox.scoring.cosine import cosine_score_pairs, length_normalize
 from wildvox.store import SpeakerStore, check_top_k, normalize_name
 
 if TYPE_CHECKING:
@@ -40,19 +42,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Audio = str | os.PathLike[str] | np.ndarray
 PRETRAINED = Path(__file__).resolve().parent / "pretrained" / "default"
-#: shortest input accepted, in seconds of audio.
-MIN_SECONDS = 0.5
 #: least speech (Silero VAD) for a decision: less is refused by enroll, and verify / identify
 #: answer ``reliable: false`` and reject. Every real wildmix clip of >= 0.5 s had >= 0.22 s;
 #: white, coloured or DC noise, dither, tones and clicks have none.
 MIN_SPEECH_SECONDS = 0.2
-#: longest input of one request by default (``max_seconds``; raise it for longer recordings).
-MAX_SECONDS = 3600.0
-#: long inputs are decoded and embedded in blocks of this many seconds, and their embedding is
-#: the duration-weighted mean of the blocks' (memory stays flat: ~0.4 GB whatever the length).
-BLOCK_SECONDS = 60.0
 #: identify looks for a second voice in windows of this many seconds, in inputs holding at
 #: least ``MIN_WINDOWS`` of them (shorter inputs: ``multiple_speakers`` is None).
 WINDOW_SECONDS = 3.0
@@ -75,173 +69,16 @@ def default_store_path() -> Path:
 
 
 @dataclass
-class SpeakerModel:
+class SpeakerModel(AudioEmbedder):
     """A loaded speaker model with its score normalisation and calibration; see
-    :func:`load_model`."""
+    :func:`load_model`. Reading and embedding audio (bounded work on any input) is
+    :class:`~wildvox.inference.embedding.AudioEmbedder`'s."""
 
-    exported: ExportedModel
-    calibration: Calibration | None
+    calibration: Calibration | None = None
     cohort: ScoreCohort | None = None
-    onnx: OnnxEmbedder | None = None
     store_path: Path = field(default_factory=default_store_path)
-    min_seconds: float = MIN_SECONDS
     min_speech: float = MIN_SPEECH_SECONDS
-    max_seconds: float = MAX_SECONDS
-    block_seconds: float = BLOCK_SECONDS
     _store: SpeakerStore | None = None
-
-    @property
-    def model_id(self) -> str:
-        return self.exported.model_id
-
-    @property
-    def embed_dim(self) -> int:
-        return self.exported.net.embed_dim
-
-    @property
-    def sample_rate(self) -> int:
-        return self.exported.config.features.sample_rate
-
-    @property
-    def backend(self) -> str:
-        """``"onnx"`` (ONNX Runtime runs the embedder) or ``"torch"``."""
-        return "onnx" if self.onnx is not None else "torch"
-
-    def set_threads(self, threads: int) -> None:
-        """CPU threads for embedding (torch, and the ONNX Runtime session when there is one)."""
-        torch.set_num_threads(threads)
-        if self.onnx is not None and self.onnx.threads != threads:
-            runner = OnnxEmbedder(self.onnx.path, threads)
-            if runner.sha256 != self.onnx.sha256:  # the file changed since load_model
-                logger.warning("%s changed since it was loaded: embedding with torch",
-                               self.onnx.path)  # fmt: skip
-                self.onnx = None
-            else:
-                self.onnx = runner
-
-    # ------------------------------------------------------------------ audio + embeddings
-    def _rate(self, sample_rate: int | None) -> int:
-        return self.sample_rate if sample_rate is None else sample_rate
-
-    def _check_length(self, source: str, seconds: float) -> None:
-        if seconds > self.max_seconds:
-            raise AudioError(
-                source,
-                f"{seconds:.0f} s is longer than the limit of {self.max_seconds:.0f} s of one "
-                "request (raise it with max_seconds / --max-seconds)",
-            )
-
-    def load(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
-        """A path or an array -> float32 mono waveform at the model's rate, validated (at most
-        ``max_seconds`` long; ``sample_rate`` is the array's rate, default the model's)."""
-        if isinstance(audio, np.ndarray):
-            rate = self._rate(sample_rate)
-            check_sample_rate("<array>", rate)
-            self._check_length("<array>", audio.shape[0] / rate)
-            return validate_waveform(
-                audio, rate, target_rate=self.sample_rate, min_duration=self.min_seconds
-            )
-        self._check_length(str(audio), audio_info(audio).duration)
-        return load_audio(audio, sample_rate=self.sample_rate, min_duration=self.min_seconds)
-
-    def _blocks(self, audio: Audio, sample_rate: int | None) -> Iterator[np.ndarray]:
-        """The input at the model's rate in blocks of about ``block_seconds`` (one block when
-        shorter); a file is decoded block by block, never whole."""
-        if isinstance(audio, np.ndarray) or audio_info(audio).duration <= self.block_seconds:
-            wave = self.load(audio, sample_rate)
-            n = max(1, round(len(wave) / (self.block_seconds * self.sample_rate)))
-            yield from np.array_split(wave, n)
-            return
-        total = audio_info(audio).duration
-        self._check_length(str(audio), total)
-        n = max(1, round(total / self.block_seconds))
-        step = total / n
-        for k in range(n):
-            try:
-                yield load_audio(audio, sample_rate=self.sample_rate, offset=k * step,
-                                 duration=step, min_duration=0.0)  # fmt: skip
-            except AudioError as exc:
-                if "digitally silent" not in exc.reason:
-                    raise
-
-    def _embed_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
-        lengths = torch.tensor([len(w) for w in waves])
-        batch = torch.zeros(len(waves), int(lengths.max()))
-        for i, w in enumerate(waves):
-            batch[i, : len(w)] = torch.from_numpy(w)
-        net = self.exported.net
-        with torch.inference_mode():
-            if self.onnx is None:
-                out = net(batch, lengths).numpy().astype(np.float32)
-            else:
-                feats, frames = net.features(batch, lengths)
-                out = self.onnx(feats.numpy(), frames.numpy())
-        if not np.isfinite(out).all():
-            raise ValueError("the model produced a NaN/inf embedding for this input")
-        return out
-
-    def _window_embeddings(self, block: np.ndarray, seconds: float) -> list[np.ndarray]:
-        """Embeddings of the consecutive ``seconds`` windows of ``block`` (a shorter tail is
-        dropped), 16 at a time."""
-        size = int(seconds * self.sample_rate)
-        wins = [block[i : i + size] for i in range(0, len(block) - size + 1, size)]
-        return [e for i in range(0, len(wins), 16) for e in self._embed_waves(wins[i : i + 16])]
-
-    def analyse(
-        self,
-        audio: Audio,
-        sample_rate: int | None = None,
-        speech: bool = True,
-        window_seconds: float = 0.0,
-    ) -> Embedded:
-        """Embed one input block by block (memory bounded whatever its length) and, with
-        ``speech``, measure its speech with the VAD; with ``window_seconds`` > 0, also embed its
-        consecutive windows of that length (``Embedded.windows``)."""
-        source = "<array>" if isinstance(audio, np.ndarray) else str(audio)
-        embs: list[np.ndarray] = []
-        seconds: list[float] = []
-        windows: list[np.ndarray] = []
-        found = 0.0
-        for block in self._blocks(audio, sample_rate):
-            if len(block) < 0.1 * self.sample_rate and embs:
-                continue  # a sliver at the end adds nothing
-            embs.append(self._embed_waves([block])[0])
-            seconds.append(len(block) / self.sample_rate)
-            if speech:
-                found += speech_duration(block, self.sample_rate)
-            if window_seconds > 0:
-                windows += self._window_embeddings(block, window_seconds)
-        if not embs:
-            raise AudioError(source, "digitally silent throughout")
-        emb = embs[0] if len(embs) == 1 else enroll_mean(np.stack(embs), seconds)
-        return Embedded(emb.astype(np.float32), float(sum(seconds)),
-                        found if speech else float("nan"), source,
-                        np.stack(windows) if windows else None, window_seconds)  # fmt: skip
-
-    def embed(self, audio: Audio, sample_rate: int | None = None) -> np.ndarray:
-        """One utterance -> its (D,) float32 embedding (inputs over ``block_seconds``: the
-        duration-weighted mean of their blocks' embeddings)."""
-        return self.analyse(audio, sample_rate, speech=False).embedding
-
-    def embed_batch(
-        self, items: Sequence[Audio], sample_rate: int | None = None, batch_size: int = 16
-    ) -> np.ndarray:
-        """Several utterances -> (N, D) float32, batched by similar length (inputs longer
-        than ``block_seconds`` are embedded on their own, as :meth:`embed` does)."""
-        out = np.zeros((len(items), self.embed_dim), dtype=np.float32)
-        short: dict[int, np.ndarray] = {}
-        for i, a in enumerate(items):
-            long = (a.shape[0] / self._rate(sample_rate) if isinstance(a, np.ndarray)
-                    else audio_info(a).duration) > self.block_seconds  # fmt: skip
-            if long:
-                out[i] = self.embed(a, sample_rate)
-            else:
-                short[i] = self.load(a, sample_rate)
-        order = sorted(short, key=lambda i: len(short[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = self._embed_waves([short[i] for i in idx])
-        return out
 
     # ------------------------------------------------------------------ scores
     @property
@@ -561,7 +398,7 @@ def load_model(
         raise ModelFileError(
             f"{model_dir}: no up-to-date {ONNX_FILE} for the CPU; run `wildvox export-onnx`"
         )
-    model = SpeakerModel(exported, calibration, cohort, onnx)
+    model = SpeakerModel(exported=exported, onnx=onnx, calibration=calibration, cohort=cohort)
     if calibration is None:
         logger.warning("model %s is not calibrated: decisions use the raw %s score with the "
                        "generic threshold %.2f and no LLR; %s", exported.model_id, model.scoring,
@@ -572,6 +409,11 @@ def load_model(
 
 
 __all__ = [
+    "BLOCK_SECONDS",
+    "MAX_SECONDS",
+    "MIN_SECONDS",
+    "MIN_SPEECH_SECONDS",
+    "PRETRAINED",
     "AudioError",
     "Candidate",
     "Embedded",
