@@ -289,15 +289,11 @@ class SpeakerModel(AudioEmbedder):
         names = [n for n, _ in hits]
         cosines = np.array([s for _, s in hits])
         scores = cosines
-        if self.cohort is not None:
-            all_names, matrix = store.matrix()
-            row = {n: i for i, n in enumerate(all_names)}
-            refs = matrix[[row[n] for n in names]]
+        if self.cohort is not None and names:  # re-rank the nearest by AS-Norm
+            refs = np.stack([store.speaker_embedding(n) for n in names])
             scores = self.score_matrix(query.embedding[None], refs)[0]
-        enrolled = {r.name: r.total_duration for r in store.list_speakers()}
-        llrs = self._llr(
-            scores, np.array([enrolled[n] for n in names]), np.full(len(names), query.duration)
-        )
+        enrolled = np.array([store.get(n).total_duration for n in names])  # only the hits
+        llrs = self._llr(scores, enrolled, np.full(len(names), query.duration))
         ranked = llrs if self.calibrated else scores
         order = np.argsort(-ranked, kind="stable")[:top_k]
         cands = [
