@@ -26,7 +26,7 @@ Systems, all from the same files in the same run:
 
 Trials: by default a seeded subset of about ``--trials-max`` = 1500 trials (all of them with
 ``--trials-max 0``). Measured on a shared 2-core machine: 600 trials (261 files) took 14 min at a
-load average of 7, 1500 trials (428 files) 9 min at load 2-3 (three conditions cached); at load 9
+load average of 7, 1500 trials (428 files) 8.7 min from an empty cache at load 1-3; at load 9
 the peer slowed to ~0.4 s a file, which would put 1500 trials near an hour (use 600 then).
 For every speaker the same share of its files is kept, trials between kept files are kept, and if
 still too many, trials are drawn within (enrolment speaker, label) groups; every speaker and
