@@ -128,3 +128,18 @@ def test_unrecorded_or_broken_exports_are_not_used(
     assert load_model(copy).backend == "torch"
     with pytest.raises(ValueError, match="backend must be"):
         load_model(copy, backend="tensorrt")
+
+
+def test_int8_copy_runs_and_stays_close_to_float32(model_dir: Path, wildmix: Path) -> None:
+    """The int8 export (bench/onnx_int8.py measures its EER and speed on the shipped model)."""
+    from wildvox.inference.onnx_runtime import OnnxEmbedder, quantize_embedder
+
+    out = quantize_embedder(model_dir / ONNX_FILE, model_dir.parent / "int8" / "embedder.onnx")
+    assert out.stat().st_size < (model_dir / ONNX_FILE).stat().st_size
+    files = sorted((wildmix / "wav" / "gcast-xandru-osuna").rglob("*.opus"))[:4]
+    m = load_model(model_dir)
+    ref = m.embed_batch(files)
+    m.onnx = OnnxEmbedder(out)
+    got = m.embed_batch(files)
+    cos = np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    assert cos.min() > 0.9, cos

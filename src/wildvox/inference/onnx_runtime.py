@@ -105,6 +105,18 @@ def record_onnx_export(model_dir: Path, model_id: str) -> dict[str, str]:
     return record
 
 
+def quantize_embedder(onnx_path: Path, out_path: Path) -> Path:
+    """An int8 copy of an exported embedder (ONNX Runtime dynamic quantisation: weights int8,
+    activations quantised on the fly), written atomically to ``out_path``; its accuracy and
+    speed against the float32 export are measured by ``bench/onnx_int8.py``."""
+    quantization = optional_import("onnxruntime.quantization", "export", "int8 export")
+    with atomic_path(out_path) as tmp:
+        quantization.quantize_dynamic(
+            str(onnx_path), str(tmp), weight_type=quantization.QuantType.QInt8
+        )
+    return Path(out_path)
+
+
 class OnnxEmbedder:
     """An ONNX Runtime session over ``embedder.onnx``; ``threads`` intra-op threads.
 
