@@ -104,3 +104,35 @@ def assert_gradients_reach_every_parameter(
         assert param.grad is not None, f"{pname} got no gradient"
         assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, pname
     assert all(p.grad is not None for p in head.parameters())
+
+
+def assert_onnx_cosine_on_wildmix(
+    model: nn.Module, feat_dim: int, wildmix: Path, path: Path
+) -> None:
+    """Export ``model`` with dynamic batch and frames (on a shorter batch than the one run),
+    then run it in ONNX Runtime on the fbank of three real wildmix utterances of different
+    lengths: cosine to the eager embeddings > 0.9999 for each."""
+    import numpy as np
+
+    from wildvox.audio.features import Fbank
+    from wildvox.audio.io import load_audio
+    from wildvox.inference.onnx_runtime import OnnxEmbedder
+
+    files = sorted((wildmix / "wav" / "gcast-xandru-osuna").rglob("*.opus"))[:3]
+    waves = [torch.from_numpy(load_audio(f)) for f in files]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    feats, frames = Fbank(n_mels=feat_dim)(batch, lengths)
+    torch.onnx.export(
+        model, (feats[:2, :50], frames[:2].clamp(max=50)), str(path),
+        input_names=["feats", "lengths"], output_names=["embeddings"],
+        dynamic_axes={"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
+        dynamo=False,
+    )  # fmt: skip
+    got = OnnxEmbedder(path)(feats.numpy(), frames.numpy())
+    with torch.no_grad():
+        want = model(feats, frames).numpy()
+    cos = np.sum(got * want, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    assert cos.min() > 0.9999, cos

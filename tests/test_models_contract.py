@@ -17,6 +17,7 @@ from model_checks import (
     HAS_ONNX,
     ZOO,
     assert_gradients_reach_every_parameter,
+    assert_onnx_cosine_on_wildmix,
     assert_onnx_matches_eager,
     assert_padded_equals_unpadded,
 )
@@ -210,3 +211,13 @@ def test_ecapa_dilations_and_mfa_size() -> None:
     assert plain.out_channels == 1536 and large.out_channels == 3 * 2048
     with pytest.raises(ValueError, match="divide"):
         ECAPATDNN(80, channels=100, scale=8)
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx and onnxruntime are not installed")
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_onnx_export_cosine_on_wildmix_features(name: str, tmp_path: Path, wildmix: Path) -> None:
+    """Every registered backbone (with the zoo test's two): ONNX export with dynamic batch and
+    length gives the eager embeddings of real wildmix speech (#16.5)."""
+    model = _embedder(name).eval()
+    _randomise_norms(model)
+    assert_onnx_cosine_on_wildmix(model, FEAT_DIM, wildmix, tmp_path / "embedder.onnx")

@@ -17,6 +17,7 @@ from model_checks import (
     HAS_ONNX,
     ZOO,
     assert_gradients_reach_every_parameter,
+    assert_onnx_cosine_on_wildmix,
     assert_onnx_matches_eager,
     assert_padded_equals_unpadded,
 )
@@ -122,6 +123,14 @@ def test_onnx_export_matches_eager(name: str, tmp_path: Path) -> None:
     model = _embedder(name).eval()
     _calibrate_norms(model)
     assert_onnx_matches_eager(model, FEAT_DIM, tmp_path / f"{name}.onnx")
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="onnx and onnxruntime are not installed")
+@pytest.mark.parametrize("name", ["las_mha", "efficientnet_v2-tiny"])
+def test_onnx_export_cosine_on_wildmix_features(name: str, tmp_path: Path, wildmix: Path) -> None:
+    model = _embedder(name).eval()
+    _calibrate_norms(model)
+    assert_onnx_cosine_on_wildmix(model, FEAT_DIM, wildmix, tmp_path / "embedder.onnx")
 
 
 def test_self_attention_equals_torch_multihead_attention() -> None:
