@@ -215,3 +215,21 @@ def test_embed_folder_with_a_huge_amplitude_file_keeps_the_good_ones(
     with np.load(out) as z:
         assert sorted(z["ids"].tolist()) == ["good0.opus", "good1.opus"]
         assert np.isfinite(z["embeddings"]).all()
+
+
+def test_embed_segments_cli_writes_window_embeddings(tmp_path: Path, wildmix: Path) -> None:
+    """`wildvox embed FILE --segments` (#16.1): per-window embeddings with their times."""
+    from typer.testing import CliRunner
+
+    from wildvox.cli.main import app
+
+    clip = _speech(wildmix, 1)[0]
+    out = tmp_path / "segs.npz"
+    res = CliRunner().invoke(app, ["embed", str(clip), "--segments", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    with np.load(out) as z:
+        starts, ends, emb, duration = z["starts"], z["ends"], z["embeddings"], float(z["duration"])
+    assert len(starts) == len(emb) >= 2 and (np.diff(starts) > 0).all()
+    assert np.allclose(ends[:-1] - starts[:-1], 3.0, atol=0.05) and ends[-1] <= duration + 1e-6
+    bad = CliRunner().invoke(app, ["embed", str(clip), str(clip), "--segments", "-o", str(out)])
+    assert bad.exit_code == 2 and "exactly one audio file" in bad.output

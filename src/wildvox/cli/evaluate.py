@@ -82,10 +82,19 @@ def embed(
     data: Path | None = typer.Option(None, help="Corpus root for --trials ids."),
     workers: int = typer.Option(1, help="Decoding worker processes."),
     device: str = DEVICE_OPT,
+    segments: bool = typer.Option(
+        False,
+        "--segments",
+        help="One file: per-window embeddings (3 s windows every 1.5 s, with start/end "
+        "times; any length, decoded in blocks) instead of one embedding.",
+    ),
 ) -> None:
     """Embed audio files (full length, batched by length) into an .npz with utterance ids.
     Ids are unique: several folders' files are named folder/relative-path."""
     setup_logging()
+    if segments:
+        _embed_segments(inputs or [], model, output, device)
+        return
     if trials is not None:
         try:
             ids = read_trials(trials).utterances()
@@ -217,3 +226,24 @@ def _table(result: dict[str, Any]) -> Table:
                 text = f"{value:.4f}"
             table.add_row(shown(section), shown(key), text)
     return table
+
+
+def _embed_segments(inputs: list[Path], model: Path | None, output: Path, device: str) -> None:
+    """``embed FILE --segments``: :meth:`SpeakerModel.embed_segments` of one recording,
+    written as :class:`wildvox.diarize.segments.Segments` (``starts``, ``ends``,
+    ``embeddings``, ``duration``)."""
+    from wildvox.api import load_model
+    from wildvox.inference.model_io import ModelFileError
+
+    if len(inputs) != 1 or inputs[0].is_dir():
+        fail("--segments takes exactly one audio file")
+    if output.is_dir() or (output.parent.exists() and not output.parent.is_dir()):
+        fail(f"{output}: not a file path for the embeddings (give e.g. segments.npz)")
+    check_device(device)
+    try:
+        m = load_model(model, device=device)
+        segs = m.embed_segments(inputs[0])
+        segs.save(output)
+    except (ModelFileError, AudioError, ValueError, OSError) as exc:
+        fail(str(exc))
+    out.print(f"{len(segs)} windows ({segs.embeddings.shape[1]}-d) -> {output}", highlight=False)
