@@ -31,6 +31,7 @@ __all__ = [
     "SILENCE_PEAK",
     "AudioError",
     "AudioInfo",
+    "SilentAudio",
     "audio_info",
     "load_audio",
     "validate_waveform",
@@ -63,6 +64,11 @@ class AudioError(ValueError):
 
     def __reduce__(self) -> tuple[type[AudioError], tuple[str, str]]:
         return type(self), (self.path, self.reason)
+
+
+class SilentAudio(AudioError):
+    """Digital silence: every sample's magnitude is below :data:`SILENCE_PEAK`. Readers of
+    long files in blocks skip such a block instead of failing."""
 
 
 @dataclass(frozen=True)
@@ -308,7 +314,7 @@ def _finish(
             f"refused above {MAX_PEAK:.0e})",
         )
     if peak < SILENCE_PEAK:
-        raise AudioError(
+        raise SilentAudio(
             source, f"digitally silent: peak amplitude {peak:.2e} is below {SILENCE_PEAK:.0e}"
         )
     if rate != target_rate:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wildvox.audio.io import AudioError, audio_info, load_audio
+from wildvox.audio.io import SilentAudio, audio_info, load_audio
 from wildvox.audio.vad import speech_segments
 from wildvox.data.files import atomic_path
 
@@ -119,9 +119,7 @@ class _Source:
         try:
             return load_audio(self.path, sample_rate=self.rate, offset=start,
                               duration=end - start, min_duration=0.0)  # fmt: skip
-        except AudioError as exc:
-            if "digitally silent" not in exc.reason:
-                raise
+        except SilentAudio:
             return np.zeros(round((end - start) * self.rate), dtype=np.float32)
 
 

@@ -21,6 +21,7 @@ import torch
 
 from wildvox.audio.io import (
     AudioError,
+    SilentAudio,
     audio_info,
     check_sample_rate,
     load_audio,
@@ -113,22 +114,24 @@ class AudioEmbedder:
     def _blocks(self, audio: Audio, sample_rate: int | None) -> Iterator[np.ndarray]:
         """The input at the model's rate in blocks of about ``block_seconds`` (one block when
         shorter); a file is decoded block by block, never whole."""
-        if isinstance(audio, np.ndarray) or audio_info(audio).duration <= self.block_seconds:
+        if isinstance(audio, np.ndarray):
             wave = self.load(audio, sample_rate)
             n = max(1, round(len(wave) / (self.block_seconds * self.sample_rate)))
             yield from np.array_split(wave, n)
             return
-        total = audio_info(audio).duration
+        total = audio_info(audio).duration  # the header, read once
         self._check_length(str(audio), total)
+        if total <= self.block_seconds:
+            yield load_audio(audio, sample_rate=self.sample_rate, min_duration=self.min_seconds)
+            return
         n = max(1, round(total / self.block_seconds))
         step = total / n
         for k in range(n):
             try:
                 yield load_audio(audio, sample_rate=self.sample_rate, offset=k * step,
                                  duration=step, min_duration=0.0)  # fmt: skip
-            except AudioError as exc:
-                if "digitally silent" not in exc.reason:
-                    raise
+            except SilentAudio:
+                continue  # a silent stretch of a long recording adds nothing
 
     def _embed_waves(self, waves: Sequence[np.ndarray]) -> np.ndarray:
         lengths = torch.tensor([len(w) for w in waves])
