@@ -102,6 +102,13 @@ def test_segments_save_load(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back.embeddings, segs.embeddings)
     np.testing.assert_array_equal(back.starts, segs.starts)
     assert back.duration == 5.0
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match=r"bad\.npz: not a segments file"):
+        Segments.load(tmp_path / "bad.npz")
+    np.savez(tmp_path / "short.npz", starts=[0.0, 1.5], ends=[3.0], embeddings=np.ones((2, 4)),
+             duration=5.0)  # fmt: skip
+    with pytest.raises(ValueError, match="do not describe the same windows"):
+        Segments.load(tmp_path / "short.npz")
 
 
 # ---------------------------------------------------------------------- RTTM

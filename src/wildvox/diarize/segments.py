@@ -67,9 +67,26 @@ class Segments:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Segments:
-        """Read what :meth:`save` wrote."""
-        with np.load(path, allow_pickle=False) as z:
-            return cls(z["starts"], z["ends"], z["embeddings"], float(z["duration"]))
+        """Read what :meth:`save` wrote; ``ValueError`` naming the file when it is not that."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                seg = cls(
+                    np.asarray(z["starts"], dtype=np.float64),
+                    np.asarray(z["ends"], dtype=np.float64),
+                    np.asarray(z["embeddings"], dtype=np.float32),
+                    float(z["duration"]),
+                )
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: not a segments file ({exc})") from exc
+        n = len(seg)
+        if seg.ends.shape != (n,) or seg.embeddings.ndim != 2 or len(seg.embeddings) != n:
+            raise ValueError(
+                f"{path}: starts {seg.starts.shape}, ends {seg.ends.shape} and embeddings "
+                f"{seg.embeddings.shape} do not describe the same windows"
+            )
+        if not (np.isfinite(seg.embeddings).all() and np.isfinite(seg.starts).all()):
+            raise ValueError(f"{path}: NaN or infinite values")
+        return seg
 
 
 def window_times(
